@@ -1,0 +1,154 @@
+//! The event envelope, the store trait and its errors. Backends implement [`EventLog`].
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Metadata carried by every event. Part of the hashed envelope.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// The tenant (account) the stream belongs to.
+    pub tenant: String,
+    /// Id shared by everything that happened because of one request.
+    pub correlation_id: Option<Uuid>,
+    /// The event (or request) that caused this one.
+    pub causation_id: Option<Uuid>,
+    /// Who did it: a token id, a certificate subject, or a service name.
+    pub actor: String,
+    /// W3C traceparent, when there is one.
+    pub trace_context: Option<String>,
+}
+
+/// An event to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// UUID v7, chosen by the writer (so that retries of the same append dedupe).
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    /// Protobuf bytes of the event message.
+    pub payload: Vec<u8>,
+    pub metadata: Metadata,
+}
+
+/// A committed event, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// Global position in the whole log, starting at 1.
+    pub position: u64,
+    pub stream_id: String,
+    /// Version within the stream, starting at 1.
+    pub stream_version: u64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub payload: Vec<u8>,
+    pub metadata: Metadata,
+    /// Microsecond precision (stored as microseconds since the epoch).
+    pub recorded_at: DateTime<Utc>,
+    /// Hash of the previous event in the same stream; all zero for version 1.
+    pub prev_hash: [u8; 32],
+    /// SHA-256 over prev_hash, envelope and payload (see `hash::event_hash`).
+    pub hash: [u8; 32],
+}
+
+/// What the writer believes the stream's current version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// No check.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last version must be exactly this (0 = no stream).
+    Exact(u64),
+}
+
+/// One stream's part of an append.
+#[derive(Debug, Clone)]
+pub struct StreamAppend {
+    pub stream_id: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// Where one stream's part of an append landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendResult {
+    pub stream_id: String,
+    /// The stream's version after the append.
+    pub version: u64,
+    /// Global positions of the appended events, in order.
+    pub positions: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("stream {stream_id} is at version {actual}, not the expected {expected:?}; reload and decide again")]
+    Conflict {
+        stream_id: String,
+        expected: ExpectedVersion,
+        actual: u64,
+    },
+    #[error("event {event_id} already exists in the log")]
+    DuplicateEvent { event_id: Uuid },
+    #[error("invalid append: {0}")]
+    Invalid(String),
+    #[error("event log storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+pub struct StorageError {
+    pub context: String,
+    #[source]
+    pub source: sqlx::Error,
+}
+
+/// The first problem found by [`EventLog::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tamper {
+    /// The stored hash does not match the event's contents.
+    Altered { stream_id: String, version: u64, position: u64 },
+    /// The event does not link to its predecessor's hash (an event before it was removed or altered).
+    BrokenLink { stream_id: String, version: u64, position: u64 },
+    /// A version is missing in the stream.
+    Missing { stream_id: String, version: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub events_checked: u64,
+    pub first_problem: Option<Tamper>,
+}
+
+/// The event log. Both backends implement it and pass the same test suite.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends to several streams in one transaction; all or nothing.
+    async fn append(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, AppendError>;
+
+    /// Events of one stream with version > `after_version`, in version order.
+    async fn read_stream(&self, stream_id: &str, after_version: u64) -> Result<Vec<RecordedEvent>, StorageError>;
+
+    /// Up to `limit` events of the whole log with position > `after_position`, in
+    /// position order. Never returns an event while an earlier position may still commit.
+    async fn read_all(&self, after_position: u64, limit: u32) -> Result<Vec<RecordedEvent>, StorageError>;
+
+    /// The highest position visible to `read_all`.
+    async fn head_position(&self) -> Result<u64, StorageError>;
+
+    /// Resolves when new events may have been committed (or after a short timeout);
+    /// tailing readers wait on it between polls.
+    async fn wait_for_new(&self, after_position: u64);
+
+    /// The saved position of a named reader (relay, consumer, projection); 0 if none.
+    async fn load_checkpoint(&self, name: &str) -> Result<u64, StorageError>;
+
+    /// Saves a named reader's position (upsert; checkpoints are not part of the log).
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StorageError>;
+
+    /// Walks the hash chain of one stream (`Some`) or of every stream (`None`).
+    async fn verify(&self, stream_id: Option<&str>) -> Result<VerifyReport, StorageError>;
+}
