@@ -1,0 +1,392 @@
+//! Consumers: the services' reactions to events, fed either by a durable JetStream pull
+//! consumer (distributed mode; replicas of a service share one consumer and split the
+//! work) or by tailing the SQL log (embedded mode). Handlers are the same in both.
+//!
+//! A handler must be idempotent: an event can be delivered more than once (after a
+//! crash before the ack, a redelivery, a relay republish). A handler that decides from
+//! the current state of the log (load, fold, decide) gets this for free: the second
+//! delivery finds the effect already there and decides nothing.
+//!
+//! Results: `Ok` → ack (after the handler's own effect is committed); `Retry` → nak with
+//! backoff (the same event is retried, at most `max_deliver` deliveries); `Poison` or
+//! retries exhausted → the event is copied to the dead-letter subject
+//! `certledger.dlq.<consumer>`, logged, and terminated.
+
+use crate::envelope;
+use crate::relay::{Backoff, delay_for_attempt};
+use crate::setup::DEAD_LETTER_ROOT;
+use crate::subject;
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use async_trait::async_trait;
+use certledger_eventlog::{EventLog, RecordedEvent};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// A transient failure (database or network): retry later.
+    #[error("retryable: {0}")]
+    Retry(String),
+    /// The event can never be handled; retrying will not help.
+    #[error("poison: {0}")]
+    Poison(String),
+}
+
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one event; returns only after the handler's effect is committed.
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError>;
+}
+
+/// Which events a consumer receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    All,
+    /// Every event of one aggregate kind (the stream id prefix, e.g. "certificate").
+    Aggregate(String),
+    /// One event type of one aggregate kind.
+    EventType {
+        aggregate: String,
+        event_type: String,
+    },
+}
+
+impl Filter {
+    pub fn subject(&self) -> String {
+        match self {
+            Filter::All => subject::ALL.to_owned(),
+            Filter::Aggregate(aggregate) => subject::filter_aggregate(aggregate),
+            Filter::EventType {
+                aggregate,
+                event_type,
+            } => subject::filter_event_type(aggregate, event_type),
+        }
+    }
+
+    pub fn matches(&self, event: &RecordedEvent) -> bool {
+        let (aggregate_of, _) = subject::split_stream_id(&event.stream_id);
+        match self {
+            Filter::All => true,
+            Filter::Aggregate(aggregate) => aggregate_of == aggregate,
+            Filter::EventType {
+                aggregate,
+                event_type,
+            } => aggregate_of == aggregate && &event.event_type == event_type,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// Durable consumer name (JetStream) or checkpoint name (SQL tail); one per service.
+    pub name: String,
+    pub filter: Filter,
+    /// Deliveries before an event that keeps failing is dead-lettered.
+    pub max_deliver: u32,
+    /// How long JetStream waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// Messages pulled per request; small values spread work across replicas more evenly.
+    pub batch: usize,
+}
+
+impl ConsumerSettings {
+    pub fn new(name: impl Into<String>, filter: Filter) -> Self {
+        Self {
+            name: name.into(),
+            filter,
+            max_deliver: 5,
+            ack_wait: Duration::from_secs(30),
+            batch: 64,
+        }
+    }
+}
+
+/// Where a service's consumer reads events from; chosen by configuration.
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // built once per service; never moved in a hot path
+pub enum EventSource {
+    /// A durable pull consumer on the JetStream stream.
+    JetStream {
+        js: jetstream::Context,
+        stream: String,
+    },
+    /// Tails the SQL log (embedded mode, no NATS).
+    SqlTail { log: Arc<dyn EventLog> },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("consumer {name}: {context}: {source}")]
+pub struct ConsumerError {
+    pub name: String,
+    pub context: &'static str,
+    #[source]
+    pub source: async_nats::Error,
+}
+
+enum Outcome {
+    Done,
+    RetryIn(Duration),
+    DeadLetter(String),
+}
+
+fn outcome(result: Result<(), HandlerError>, attempt: u32, max_deliver: u32) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Done,
+        Err(HandlerError::Retry(why)) if attempt >= max_deliver => {
+            Outcome::DeadLetter(format!("gave up after {attempt} deliveries: {why}"))
+        }
+        Err(HandlerError::Retry(_)) => Outcome::RetryIn(delay_for_attempt(attempt)),
+        Err(HandlerError::Poison(why)) => Outcome::DeadLetter(why),
+    }
+}
+
+impl EventSource {
+    /// Feeds `handler` until `shutdown`; the event in hand is finished first.
+    pub async fn run(
+        &self,
+        settings: ConsumerSettings,
+        handler: Arc<dyn Handler>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ConsumerError> {
+        match self {
+            EventSource::JetStream { js, stream } => {
+                run_jetstream(js, stream, &settings, handler.as_ref(), &shutdown).await
+            }
+            EventSource::SqlTail { log } => {
+                run_sql_tail(log.as_ref(), &settings, handler.as_ref(), &shutdown).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn run_jetstream(
+    js: &jetstream::Context,
+    stream: &str,
+    settings: &ConsumerSettings,
+    handler: &dyn Handler,
+    shutdown: &CancellationToken,
+) -> Result<(), ConsumerError> {
+    tracing::info!(consumer = %settings.name, filter = %settings.filter.subject(), "consumer started");
+    let mut backoff = Backoff::default();
+    while !shutdown.is_cancelled() {
+        // Returns when the message stream ends or fails; reopened after a backoff (the
+        // server may be restarting, or the client failing over to another node).
+        match consume(js, stream, settings, handler, shutdown).await {
+            Ok(()) => backoff.reset(),
+            Err(error) => {
+                let delay = backoff.next();
+                tracing::warn!(%error, retry_in = ?delay, "consumer interrupted; reopening");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+    tracing::info!(consumer = %settings.name, "consumer stopped");
+    Ok(())
+}
+
+async fn consume(
+    js: &jetstream::Context,
+    stream: &str,
+    settings: &ConsumerSettings,
+    handler: &dyn Handler,
+    shutdown: &CancellationToken,
+) -> Result<(), ConsumerError> {
+    let err = |context: &'static str| {
+        let name = settings.name.clone();
+        move |e: async_nats::Error| ConsumerError {
+            name,
+            context,
+            source: e,
+        }
+    };
+    let consumer: jetstream::consumer::Consumer<pull::Config> = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| err("looking up the stream")(e.into()))?
+        .get_or_create_consumer(
+            &settings.name,
+            pull::Config {
+                durable_name: Some(settings.name.clone()),
+                filter_subject: settings.filter.subject(),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: settings.ack_wait,
+                // We count deliveries ourselves and dead-letter; the server never drops.
+                max_deliver: -1,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| err("creating the durable consumer")(e.into()))?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(settings.batch.max(1))
+        .messages()
+        .await
+        .map_err(|e| err("opening the message stream")(e.into()))?;
+    let dead_letter_subject = format!("{DEAD_LETTER_ROOT}.{}", subject::token(&settings.name));
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            next = messages.next() => next,
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => return Err(err("receiving")(error.into())),
+            None => return Err(err("receiving")("the message stream ended".into())),
+        };
+        let attempt = message
+            .info()
+            .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
+            .unwrap_or(1);
+        let result = match envelope::from_message(message.headers.as_ref(), &message.payload) {
+            Ok(event) => handler.handle(&event).await,
+            Err(error) => Err(HandlerError::Poison(error.to_string())),
+        };
+        let ack = match outcome(result, attempt, settings.max_deliver) {
+            Outcome::Done => AckKind::Ack,
+            Outcome::RetryIn(delay) => {
+                tracing::warn!(consumer = %settings.name, subject = %message.subject, attempt, retry_in = ?delay, "handler failed; will retry");
+                AckKind::Nak(Some(delay))
+            }
+            Outcome::DeadLetter(why) => {
+                tracing::error!(consumer = %settings.name, subject = %message.subject, attempt, reason = %why, "dead-lettering event");
+                // Keep the event's own Nats-Msg-Id out, so the DLQ copy is not deduped away.
+                let mut headers = async_nats::HeaderMap::new();
+                for (name, values) in message.headers.iter().flat_map(|h| h.iter()) {
+                    if !AsRef::<str>::as_ref(name).eq_ignore_ascii_case(envelope::H_MSG_ID) {
+                        for value in values {
+                            headers.append(name.clone(), value.clone());
+                        }
+                    }
+                }
+                headers.insert("certledger-dead-letter-reason", why.as_str());
+                headers.insert("certledger-original-subject", message.subject.as_str());
+                let published = js
+                    .publish_with_headers(
+                        dead_letter_subject.clone(),
+                        headers,
+                        message.payload.clone(),
+                    )
+                    .await;
+                match published {
+                    Ok(ack) => match ack.await {
+                        Ok(_) => AckKind::Term,
+                        Err(error) => {
+                            tracing::warn!(%error, "dead-letter publish not acknowledged; leaving the event for redelivery");
+                            AckKind::Nak(Some(delay_for_attempt(attempt)))
+                        }
+                    },
+                    Err(error) => {
+                        tracing::warn!(%error, "dead-letter publish failed; leaving the event for redelivery");
+                        AckKind::Nak(Some(delay_for_attempt(attempt)))
+                    }
+                }
+            }
+        };
+        if let Err(error) = message.ack_with(ack).await {
+            // The event will be redelivered; the handler's idempotency absorbs it.
+            tracing::warn!(consumer = %settings.name, %error, "acknowledging failed");
+        }
+    }
+}
+
+/// Embedded mode: reads the log from the consumer's checkpoint, in position order.
+async fn run_sql_tail(
+    log: &dyn EventLog,
+    settings: &ConsumerSettings,
+    handler: &dyn Handler,
+    shutdown: &CancellationToken,
+) {
+    let checkpoint = format!("consumer:{}", settings.name);
+    let mut backoff = Backoff::default();
+    let mut position = None;
+    tracing::info!(consumer = %settings.name, "consumer started (tailing the SQL log)");
+    'outer: while !shutdown.is_cancelled() {
+        let after = match position {
+            Some(p) => p,
+            None => match log.load_checkpoint(&checkpoint).await {
+                Ok(p) => {
+                    position = Some(p);
+                    p
+                }
+                Err(error) => {
+                    wait_or_shutdown(backoff.next(), shutdown, &settings.name, &error).await;
+                    continue;
+                }
+            },
+        };
+        let events = match log.read_all(after, 256).await {
+            Ok(events) => events,
+            Err(error) => {
+                wait_or_shutdown(backoff.next(), shutdown, &settings.name, &error).await;
+                continue;
+            }
+        };
+        backoff.reset();
+        if events.is_empty() {
+            tokio::select! {
+                _ = log.wait_for_new(after) => {}
+                _ = shutdown.cancelled() => {}
+            }
+            continue;
+        }
+        let mut done = after;
+        for event in &events {
+            if settings.filter.matches(event) {
+                let mut attempt = 1;
+                loop {
+                    match outcome(handler.handle(event).await, attempt, settings.max_deliver) {
+                        Outcome::Done => break,
+                        Outcome::RetryIn(delay) => {
+                            tracing::warn!(consumer = %settings.name, position = event.position, attempt, retry_in = ?delay, "handler failed; will retry");
+                            tokio::select! {
+                                _ = tokio::time::sleep(delay) => {}
+                                _ = shutdown.cancelled() => break 'outer,
+                            }
+                            attempt += 1;
+                        }
+                        Outcome::DeadLetter(why) => {
+                            tracing::error!(consumer = %settings.name, position = event.position, event_type = %event.event_type, stream = %event.stream_id, attempt, reason = %why, "dead-lettering event (skipped)");
+                            break;
+                        }
+                    }
+                }
+            }
+            done = event.position;
+            if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        if let Err(error) = log.save_checkpoint(&checkpoint, done).await {
+            // Not saved: the events are handled again after a restart (idempotent).
+            tracing::warn!(consumer = %settings.name, %error, "saving the checkpoint failed");
+        }
+        position = Some(done);
+    }
+    if let Some(done) = position
+        && let Err(error) = log.save_checkpoint(&checkpoint, done).await
+    {
+        tracing::warn!(consumer = %settings.name, %error, "saving the checkpoint at shutdown failed");
+    }
+    tracing::info!(consumer = %settings.name, "consumer stopped");
+}
+
+async fn wait_or_shutdown(
+    delay: Duration,
+    shutdown: &CancellationToken,
+    name: &str,
+    error: &(dyn std::fmt::Display + Sync),
+) {
+    tracing::warn!(consumer = %name, %error, retry_in = ?delay, "reading the log failed");
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}

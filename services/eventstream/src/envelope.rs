@@ -1,0 +1,172 @@
+//! The event envelope on NATS: headers carry the log envelope, the body is the event's
+//! protobuf message. This file is the one place where the header contract is written
+//! and read (documented in docs/events.md).
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use certledger_eventlog::{Metadata, RecordedEvent};
+use certledger_proto::codec::EVENTS_PACKAGE;
+use chrono::{DateTime, SecondsFormat, Utc};
+use uuid::Uuid;
+
+pub const SPEC_VERSION: &str = "1.0";
+pub const H_MSG_ID: &str = "Nats-Msg-Id";
+pub const H_CE_SPECVERSION: &str = "ce-specversion";
+pub const H_CE_ID: &str = "ce-id";
+pub const H_CE_TYPE: &str = "ce-type";
+pub const H_CE_SOURCE: &str = "ce-source";
+pub const H_CE_SUBJECT: &str = "ce-subject";
+pub const H_CE_TIME: &str = "ce-time";
+pub const H_CONTENT_TYPE: &str = "content-type";
+pub const H_POSITION: &str = "certledger-position";
+pub const H_STREAM_VERSION: &str = "certledger-stream-version";
+pub const H_SCHEMA_VERSION: &str = "certledger-schema-version";
+pub const H_TENANT: &str = "certledger-tenant";
+pub const H_CORRELATION_ID: &str = "certledger-correlation-id";
+pub const H_CAUSATION_ID: &str = "certledger-causation-id";
+pub const H_ACTOR: &str = "certledger-actor";
+pub const H_TRACEPARENT: &str = "traceparent";
+pub const H_PREV_HASH: &str = "certledger-prev-hash";
+pub const H_HASH: &str = "certledger-hash";
+
+/// Why a message could not be turned back into an event (a poison message).
+#[derive(Debug, thiserror::Error)]
+#[error("message is not a certledger event: header {header}: {problem}")]
+pub struct EnvelopeError {
+    pub header: &'static str,
+    pub problem: String,
+}
+
+/// `ce-type` of an event type: its full protobuf message name.
+pub fn ce_type(event_type: &str) -> String {
+    format!("{EVENTS_PACKAGE}.{event_type}")
+}
+
+/// The message the relay publishes for an event.
+pub fn to_message(event: &RecordedEvent) -> PublishMessage {
+    let id = event.event_id.to_string();
+    let mut headers = HeaderMap::new();
+    headers.insert(H_MSG_ID, id.as_str());
+    headers.insert(H_CE_SPECVERSION, SPEC_VERSION);
+    headers.insert(H_CE_ID, id.as_str());
+    headers.insert(H_CE_TYPE, ce_type(&event.event_type).as_str());
+    headers.insert(
+        H_CE_SOURCE,
+        format!("/certledger/{}", event.metadata.tenant).as_str(),
+    );
+    headers.insert(H_CE_SUBJECT, event.stream_id.as_str());
+    headers.insert(
+        H_CE_TIME,
+        event
+            .recorded_at
+            .to_rfc3339_opts(SecondsFormat::Micros, true)
+            .as_str(),
+    );
+    headers.insert(
+        H_CONTENT_TYPE,
+        format!(
+            "application/protobuf; messageType={}",
+            ce_type(&event.event_type)
+        )
+        .as_str(),
+    );
+    headers.insert(H_POSITION, event.position.to_string().as_str());
+    headers.insert(H_STREAM_VERSION, event.stream_version.to_string().as_str());
+    headers.insert(H_SCHEMA_VERSION, event.schema_version.to_string().as_str());
+    headers.insert(H_TENANT, event.metadata.tenant.as_str());
+    if let Some(id) = event.metadata.correlation_id {
+        headers.insert(H_CORRELATION_ID, id.to_string().as_str());
+    }
+    if let Some(id) = event.metadata.causation_id {
+        headers.insert(H_CAUSATION_ID, id.to_string().as_str());
+    }
+    headers.insert(H_ACTOR, event.metadata.actor.as_str());
+    if let Some(trace) = &event.metadata.trace_context {
+        headers.insert(H_TRACEPARENT, trace.as_str());
+    }
+    headers.insert(H_PREV_HASH, hex::encode(event.prev_hash).as_str());
+    headers.insert(H_HASH, hex::encode(event.hash).as_str());
+    PublishMessage::build()
+        .headers(headers)
+        .payload(Bytes::from(event.payload.clone()))
+}
+
+fn get<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, EnvelopeError> {
+    headers.get(name).map(|v| v.as_str()).ok_or(EnvelopeError {
+        header: name,
+        problem: "missing".into(),
+    })
+}
+
+fn parse<T: std::str::FromStr>(headers: &HeaderMap, name: &'static str) -> Result<T, EnvelopeError>
+where
+    T::Err: std::fmt::Display,
+{
+    get(headers, name)?
+        .parse()
+        .map_err(|e: T::Err| EnvelopeError {
+            header: name,
+            problem: e.to_string(),
+        })
+}
+
+fn optional_uuid(headers: &HeaderMap, name: &'static str) -> Result<Option<Uuid>, EnvelopeError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(_) => parse(headers, name).map(Some),
+    }
+}
+
+fn hash(headers: &HeaderMap, name: &'static str) -> Result<[u8; 32], EnvelopeError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(get(headers, name)?, &mut out).map_err(|e| EnvelopeError {
+        header: name,
+        problem: e.to_string(),
+    })?;
+    Ok(out)
+}
+
+/// Rebuilds the logged event from a delivered message.
+pub fn from_message(
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+) -> Result<RecordedEvent, EnvelopeError> {
+    let headers = headers.ok_or(EnvelopeError {
+        header: H_CE_ID,
+        problem: "message has no headers".into(),
+    })?;
+    let ce_type = get(headers, H_CE_TYPE)?;
+    let event_type = ce_type
+        .strip_prefix(EVENTS_PACKAGE)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .ok_or(EnvelopeError {
+            header: H_CE_TYPE,
+            problem: format!("{ce_type:?} is not in package {EVENTS_PACKAGE}"),
+        })?;
+    let recorded_at = DateTime::parse_from_rfc3339(get(headers, H_CE_TIME)?)
+        .map_err(|e| EnvelopeError {
+            header: H_CE_TIME,
+            problem: e.to_string(),
+        })?
+        .with_timezone(&Utc);
+    Ok(RecordedEvent {
+        position: parse(headers, H_POSITION)?,
+        stream_id: get(headers, H_CE_SUBJECT)?.to_owned(),
+        stream_version: parse(headers, H_STREAM_VERSION)?,
+        event_id: parse(headers, H_CE_ID)?,
+        event_type: event_type.to_owned(),
+        schema_version: parse(headers, H_SCHEMA_VERSION)?,
+        payload: payload.to_vec(),
+        metadata: Metadata {
+            tenant: get(headers, H_TENANT)?.to_owned(),
+            correlation_id: optional_uuid(headers, H_CORRELATION_ID)?,
+            causation_id: optional_uuid(headers, H_CAUSATION_ID)?,
+            actor: get(headers, H_ACTOR)?.to_owned(),
+            trace_context: headers.get(H_TRACEPARENT).map(|v| v.as_str().to_owned()),
+        },
+        recorded_at,
+        prev_hash: hash(headers, H_PREV_HASH)?,
+        hash: hash(headers, H_HASH)?,
+    })
+}

@@ -1,0 +1,216 @@
+//! The relay: publishes every committed event of the log to JetStream, in position order.
+//!
+//! Publication is pipelined: up to `max_in_flight` publishes await their acks at once.
+//! The checkpoint (last position whose ack arrived, with every earlier one acked too) is
+//! saved in the database after each batch. A crash between publish and checkpoint makes
+//! the next run publish that batch again; JetStream drops the repeats because the
+//! `Nats-Msg-Id` is the event id (at-least-once publication, exactly-once in the stream
+//! within the duplicate window).
+
+use crate::envelope;
+use crate::subject;
+use async_nats::jetstream;
+use certledger_eventlog::{EventLog, StorageError};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Name of the checkpoint in the log's database.
+    pub checkpoint: String,
+    /// Events read from the log per batch.
+    pub batch: u32,
+    /// Publishes awaiting their ack at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            checkpoint: "relay:CERTLEDGER".to_owned(),
+            batch: 1000,
+            max_in_flight: 512,
+        }
+    }
+}
+
+/// Counters for logs and /metrics.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Events JetStream stored for the first time.
+    pub published: AtomicU64,
+    /// Events JetStream recognised as already stored (republished after a crash).
+    pub duplicates: AtomicU64,
+    /// The saved checkpoint.
+    pub checkpoint: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Log(#[from] StorageError),
+    #[error("publishing event at position {position} to {subject}: {source}")]
+    Publish {
+        position: u64,
+        subject: String,
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+pub struct Relay {
+    log: Arc<dyn EventLog>,
+    js: jetstream::Context,
+    settings: RelaySettings,
+    pub stats: Arc<RelayStats>,
+}
+
+impl Relay {
+    pub fn new(log: Arc<dyn EventLog>, js: jetstream::Context, settings: RelaySettings) -> Self {
+        Self {
+            log,
+            js,
+            settings,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Publishes the next batch after `after` and waits for every ack. Returns the last
+    /// position published (None when there was nothing to publish). Saves no checkpoint.
+    pub async fn publish_batch(&self, after: u64) -> Result<Option<u64>, RelayError> {
+        let events = self.log.read_all(after, self.settings.batch).await?;
+        let mut acks = FuturesOrdered::new();
+        let mut last = None;
+        for event in &events {
+            if acks.len() >= self.settings.max_in_flight
+                && let Some(done) = acks.next().await
+            {
+                last = Some(self.settle(done)?);
+            }
+            let subject =
+                subject::for_event(&event.metadata.tenant, &event.stream_id, &event.event_type);
+            let position = event.position;
+            let ack = self
+                .js
+                .send_publish(subject.clone(), envelope::to_message(event))
+                .await
+                .map_err(|e| RelayError::Publish {
+                    position,
+                    subject: subject.clone(),
+                    source: e.into(),
+                })?;
+            acks.push_back(async move { (position, subject, ack.await) });
+        }
+        while let Some(done) = acks.next().await {
+            last = Some(self.settle(done)?);
+        }
+        Ok(last)
+    }
+
+    fn settle(
+        &self,
+        (position, subject, ack): (
+            u64,
+            String,
+            Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+        ),
+    ) -> Result<u64, RelayError> {
+        let ack = ack.map_err(|e| RelayError::Publish {
+            position,
+            subject,
+            source: e.into(),
+        })?;
+        let counter = if ack.duplicate {
+            &self.stats.duplicates
+        } else {
+            &self.stats.published
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(position)
+    }
+
+    /// Publishes from the saved checkpoint until `shutdown`, surviving NATS and database
+    /// outages (logged, retried with backoff from the last checkpoint).
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::default();
+        let mut position = None;
+        while !shutdown.is_cancelled() {
+            match self.step(&mut position, &shutdown).await {
+                Ok(()) => backoff.reset(),
+                Err(error) => {
+                    let delay = backoff.next();
+                    tracing::warn!(%error, retry_in = ?delay, "relay: publishing failed; resuming from the last checkpoint");
+                    position = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            checkpoint = self.stats.checkpoint.load(Ordering::Relaxed),
+            "relay stopped"
+        );
+    }
+
+    async fn step(
+        &self,
+        position: &mut Option<u64>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RelayError> {
+        let after = match *position {
+            Some(p) => p,
+            None => {
+                let p = self.log.load_checkpoint(&self.settings.checkpoint).await?;
+                self.stats.checkpoint.store(p, Ordering::Relaxed);
+                *position = Some(p);
+                p
+            }
+        };
+        match self.publish_batch(after).await? {
+            Some(last) => {
+                self.log
+                    .save_checkpoint(&self.settings.checkpoint, last)
+                    .await?;
+                self.stats.checkpoint.store(last, Ordering::Relaxed);
+                *position = Some(last);
+                tracing::debug!(checkpoint = last, "relay: batch published");
+            }
+            None => {
+                tokio::select! {
+                    _ = self.log.wait_for_new(after) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Exponential backoff from 100 ms to 10 s.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub(crate) fn next(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        delay_for_attempt(self.failures)
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// 100 ms doubled per attempt (attempt 1 = 100 ms), at most 10 s.
+pub(crate) fn delay_for_attempt(attempt: u32) -> Duration {
+    let exp = attempt.saturating_sub(1).min(7);
+    Duration::from_millis(100u64 << exp).min(Duration::from_secs(10))
+}

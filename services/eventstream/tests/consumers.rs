@@ -1,0 +1,360 @@
+//! Consumers against a real nats-server (and the embedded SQL tail): ack, retry with
+//! backoff, dead letters, replicas sharing one durable consumer, graceful shutdown.
+
+mod common;
+
+use async_trait::async_trait;
+use certledger_eventlog::RecordedEvent;
+use certledger_eventstream::consumer::{
+    ConsumerSettings, EventSource, Filter, Handler, HandlerError,
+};
+use certledger_eventstream::relay::{Relay, RelaySettings};
+use certledger_testkit::{NatsServer, eventually};
+use common::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn spawn_consumer(
+    source: &EventSource,
+    settings: ConsumerSettings,
+    handler: Arc<dyn Handler>,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let source = source.clone();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(error) = source.run(settings, handler, shutdown).await {
+            panic!("consumer failed: {error}");
+        }
+    })
+}
+
+/// Fails the `retry_index`-th event twice (retryable), the `poison_index`-th always.
+struct Flaky {
+    order: Vec<uuid::Uuid>,
+    retry_index: usize,
+    poison_index: usize,
+    attempts: Mutex<HashMap<uuid::Uuid, u32>>,
+    inner: Recorder,
+}
+
+#[async_trait]
+impl Handler for Flaky {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        let attempt = {
+            let mut attempts = self
+                .attempts
+                .lock()
+                .map_err(|e| HandlerError::Poison(e.to_string()))?;
+            let n = attempts.entry(event.event_id).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if event.event_id == self.order[self.poison_index] {
+            return Err(HandlerError::Poison("payload can never be handled".into()));
+        }
+        if event.event_id == self.order[self.retry_index] && attempt <= 2 {
+            return Err(HandlerError::Retry(format!(
+                "database busy (attempt {attempt})"
+            )));
+        }
+        self.inner.handle(event).await
+    }
+}
+
+async fn check_retry_and_dead_letter(
+    source: EventSource,
+    js: Option<async_nats::jetstream::Context>,
+    ids: Vec<uuid::Uuid>,
+) -> anyhow::Result<()> {
+    let handler = Arc::new(Flaky {
+        order: ids.clone(),
+        retry_index: 1,
+        poison_index: 3,
+        attempts: Mutex::default(),
+        inner: Recorder::default(),
+    });
+    let shutdown = CancellationToken::new();
+    let task = spawn_consumer(
+        &source,
+        ConsumerSettings::new("issuance", Filter::All),
+        handler.clone(),
+        &shutdown,
+    );
+    eventually(DEADLINE, "every good event to be applied", || {
+        let handler = handler.clone();
+        async move { (handler.inner.applied_count() == 5).then_some(()) }
+    })
+    .await?;
+    shutdown.cancel();
+    task.await?;
+
+    let mut expected: Vec<_> = ids.clone();
+    expected.remove(3);
+    let mut applied = handler.inner.applied_ids();
+    applied.sort();
+    expected.sort();
+    assert_eq!(
+        applied, expected,
+        "every event but the poison one applied, once"
+    );
+    let attempts = handler
+        .attempts
+        .lock()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .clone();
+    assert_eq!(
+        attempts[&ids[1]], 3,
+        "the flaky event was retried until it succeeded"
+    );
+    assert_eq!(attempts[&ids[3]], 1, "a poison event is not retried");
+
+    if let Some(js) = js {
+        let mut dlq = js.get_stream("CERTLEDGER_DLQ").await?;
+        assert_eq!(dlq.info().await?.state.messages, 1);
+        let letter = dlq.get_raw_message(1).await?;
+        assert_eq!(letter.subject.as_str(), "certledger.dlq.issuance");
+        let header = |name: &str| letter.headers.get(name).map(|v| v.as_str().to_owned());
+        assert_eq!(header("ce-id"), Some(ids[3].to_string()));
+        assert!(
+            header("certledger-dead-letter-reason").is_some_and(|r| r.contains("never be handled"))
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn jetstream_consumer_acks_retries_with_backoff_and_dead_letters_poison() -> anyhow::Result<()>
+{
+    let nats = NatsServer::start().await?;
+    let js = jetstream_for(&nats.url()).await?;
+    let log = memory_log().await?;
+    let ids = append_events(log.as_ref(), 6, 1).await?;
+    Relay::new(log.clone(), js.clone(), RelaySettings::default())
+        .publish_batch(0)
+        .await?;
+    let source = EventSource::JetStream {
+        js: js.clone(),
+        stream: "CERTLEDGER".into(),
+    };
+    check_retry_and_dead_letter(source, Some(js), ids).await
+}
+
+#[tokio::test]
+async fn sql_tail_consumer_retries_and_skips_poison_the_same_way() -> anyhow::Result<()> {
+    let log = memory_log().await?;
+    let ids = append_events(log.as_ref(), 6, 1).await?;
+    check_retry_and_dead_letter(EventSource::SqlTail { log }, None, ids).await
+}
+
+#[tokio::test]
+async fn sql_tail_consumer_resumes_from_its_checkpoint_in_log_order() -> anyhow::Result<()> {
+    let log = memory_log().await?;
+    let first = append_events(log.as_ref(), 3, 3).await?;
+    let source = EventSource::SqlTail { log: log.clone() };
+    let settings = ConsumerSettings::new("projections", Filter::Aggregate("certificate".into()));
+
+    let recorder = Arc::new(Recorder::default());
+    let shutdown = CancellationToken::new();
+    let task = spawn_consumer(&source, settings.clone(), recorder.clone(), &shutdown);
+    let want = first.len();
+    eventually(DEADLINE, "the first events", || {
+        let recorder = recorder.clone();
+        async move { (recorder.applied_count() == want).then_some(()) }
+    })
+    .await?;
+    shutdown.cancel();
+    task.await?;
+    assert_eq!(recorder.applied_ids(), first, "delivered in log order");
+
+    // A restarted consumer continues after its checkpoint: the old events, which come
+    // first in the log, would arrive before the new ones if it re-read them.
+    let second = append_events(log.as_ref(), 2, 2).await?;
+    let recorder = Arc::new(Recorder::default());
+    let shutdown = CancellationToken::new();
+    let task = spawn_consumer(&source, settings, recorder.clone(), &shutdown);
+    let want = second.len();
+    eventually(DEADLINE, "the new events", || {
+        let recorder = recorder.clone();
+        async move { (recorder.applied_count() >= want).then_some(()) }
+    })
+    .await?;
+    shutdown.cancel();
+    task.await?;
+    assert_eq!(recorder.applied_ids(), second);
+    Ok(())
+}
+
+/// Blocks on the first event it sees until the other replica has handled something.
+struct Replica {
+    name: &'static str,
+    seen_by: Arc<Mutex<HashMap<uuid::Uuid, Vec<&'static str>>>>,
+    other_handled: Arc<Notify>,
+    i_handled: Arc<Notify>,
+    first: Mutex<bool>,
+}
+
+#[async_trait]
+impl Handler for Replica {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        let first = std::mem::replace(
+            &mut *self
+                .first
+                .lock()
+                .map_err(|e| HandlerError::Poison(e.to_string()))?,
+            false,
+        );
+        if first && self.name == "a" {
+            // Hold this event until replica b proves it gets work too.
+            self.other_handled.notified().await;
+        }
+        self.seen_by
+            .lock()
+            .map_err(|e| HandlerError::Poison(e.to_string()))?
+            .entry(event.event_id)
+            .or_default()
+            .push(self.name);
+        self.i_handled.notify_one();
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn replicas_share_one_durable_consumer_and_split_the_work() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = jetstream_for(&nats.url()).await?;
+    let log = memory_log().await?;
+    let ids = append_events(log.as_ref(), 40, 1).await?;
+    Relay::new(log.clone(), js.clone(), RelaySettings::default())
+        .publish_batch(0)
+        .await?;
+    let source = EventSource::JetStream {
+        js: js.clone(),
+        stream: "CERTLEDGER".into(),
+    };
+    let mut settings = ConsumerSettings::new(
+        "deployment",
+        Filter::EventType {
+            aggregate: "certificate".into(),
+            event_type: "OrderCancelled".into(),
+        },
+    );
+    settings.batch = 1;
+    let seen_by = Arc::new(Mutex::new(HashMap::new()));
+    let a_handled = Arc::new(Notify::new());
+    let b_handled = Arc::new(Notify::new());
+    let a = Arc::new(Replica {
+        name: "a",
+        seen_by: seen_by.clone(),
+        other_handled: b_handled.clone(),
+        i_handled: a_handled.clone(),
+        first: Mutex::new(true),
+    });
+    let b = Arc::new(Replica {
+        name: "b",
+        seen_by: seen_by.clone(),
+        other_handled: a_handled,
+        i_handled: b_handled,
+        first: Mutex::new(true),
+    });
+    let shutdown = CancellationToken::new();
+    let ta = spawn_consumer(&source, settings.clone(), a, &shutdown);
+    let tb = spawn_consumer(&source, settings, b, &shutdown);
+    eventually(DEADLINE, "all events handled", || {
+        let seen_by = seen_by.clone();
+        async move { (seen_by.lock().ok()?.len() == 40).then_some(()) }
+    })
+    .await?;
+    shutdown.cancel();
+    ta.await?;
+    tb.await?;
+    let seen = seen_by.lock().map_err(|e| anyhow::anyhow!("{e}"))?.clone();
+    for id in &ids {
+        assert_eq!(
+            seen[id].len(),
+            1,
+            "event {id} handled by exactly one replica: {:?}",
+            seen[id]
+        );
+    }
+    let by_a = seen.values().filter(|r| r[0] == "a").count();
+    let by_b = seen.values().filter(|r| r[0] == "b").count();
+    assert!(by_a >= 1 && by_b >= 1, "work split: a={by_a} b={by_b}");
+    Ok(())
+}
+
+/// Signals when it starts handling, then waits to be released.
+struct Slow {
+    started: Arc<Notify>,
+    release: Arc<Notify>,
+    finished: Mutex<Vec<uuid::Uuid>>,
+}
+
+#[async_trait]
+impl Handler for Slow {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        self.started.notify_one();
+        self.release.notified().await;
+        self.finished
+            .lock()
+            .map_err(|e| HandlerError::Poison(e.to_string()))?
+            .push(event.event_id);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_and_acks_the_event_in_hand() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = jetstream_for(&nats.url()).await?;
+    let log = memory_log().await?;
+    let ids = append_events(log.as_ref(), 3, 1).await?;
+    Relay::new(log.clone(), js.clone(), RelaySettings::default())
+        .publish_batch(0)
+        .await?;
+    let source = EventSource::JetStream {
+        js: js.clone(),
+        stream: "CERTLEDGER".into(),
+    };
+    let handler = Arc::new(Slow {
+        started: Arc::new(Notify::new()),
+        release: Arc::new(Notify::new()),
+        finished: Mutex::default(),
+    });
+    let shutdown = CancellationToken::new();
+    let task = spawn_consumer(
+        &source,
+        ConsumerSettings::new("revocation", Filter::All),
+        handler.clone(),
+        &shutdown,
+    );
+    handler.started.notified().await;
+    shutdown.cancel();
+    handler.release.notify_one();
+    tokio::time::timeout(DEADLINE, task).await??;
+
+    assert_eq!(
+        *handler
+            .finished
+            .lock()
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        vec![ids[0]]
+    );
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("CERTLEDGER")
+        .await?
+        .get_consumer("revocation")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let info = consumer.info().await?;
+    assert_eq!(
+        info.ack_floor.stream_sequence, 1,
+        "the event in hand was acked before stopping"
+    );
+    Ok(())
+}

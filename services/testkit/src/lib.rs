@@ -1,0 +1,194 @@
+//! Test support shared by the crates' integration tests: real `nats-server` processes
+//! (single node or a three-node JetStream cluster) on free loopback ports, each with its
+//! own storage directory, and waiting on a condition with a deadline instead of sleeping.
+
+use anyhow::{Context, bail};
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding an ephemeral port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Polls `check` until it returns `Some`, or fails after `deadline`. The poll interval
+/// only bounds latency; correctness never depends on it.
+pub async fn eventually<T, F, Fut>(
+    deadline: Duration,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() >= until {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_for_port(port: u16, deadline: Duration) -> anyhow::Result<()> {
+    eventually(
+        deadline,
+        &format!("a listener on 127.0.0.1:{port}"),
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await
+}
+
+fn nats_server_binary() -> PathBuf {
+    std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+/// One `nats-server -js` process; killed when dropped.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub cluster_port: Option<u16>,
+    name: String,
+    store: PathBuf,
+    args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// A single JetStream node with its own store directory.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let mut server = Self {
+            child: None,
+            port,
+            cluster_port: None,
+            name: format!("n{port}"),
+            store: dir.path().join("store"),
+            args: vec![],
+            _dir: dir,
+        };
+        server.spawn()?;
+        wait_for_port(port, Duration::from_secs(10)).await?;
+        Ok(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut command = Command::new(nats_server_binary());
+        command
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-n",
+                &self.name,
+            ])
+            .arg("-sd")
+            .arg(&self.store)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = command
+            .spawn()
+            .context("starting nats-server (is it installed? apt-get install nats-server)")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the process (SIGKILL): no graceful shutdown, like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again with the same name, ports and store.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()?;
+        wait_for_port(self.port, Duration::from_secs(10)).await
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A JetStream cluster of `n` nodes on loopback, routes between all of them.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub async fn start(n: usize) -> anyhow::Result<Self> {
+        let cluster_name = format!("c{}", free_port()?);
+        let mut plan = Vec::with_capacity(n);
+        for _ in 0..n {
+            plan.push((free_port()?, free_port()?));
+        }
+        let routes = plan
+            .iter()
+            .map(|(_, cport)| format!("nats-route://127.0.0.1:{cport}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::with_capacity(n);
+        for (i, (port, cport)) in plan.iter().enumerate() {
+            let dir = tempfile::tempdir()?;
+            let mut node = NatsServer {
+                child: None,
+                port: *port,
+                cluster_port: Some(*cport),
+                name: format!("{cluster_name}-n{i}"),
+                store: dir.path().join("store"),
+                args: vec![
+                    "--cluster_name".into(),
+                    cluster_name.clone(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{cport}"),
+                    "--routes".into(),
+                    routes.clone(),
+                ],
+                _dir: dir,
+            };
+            node.spawn()?;
+            nodes.push(node);
+        }
+        for node in &nodes {
+            wait_for_port(node.port, Duration::from_secs(10)).await?;
+        }
+        Ok(Self { nodes })
+    }
+
+    /// Comma-separated client URLs of every node (clients fail over between them).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::url).collect()
+    }
+}
