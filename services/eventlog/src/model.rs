@@ -32,6 +32,24 @@ pub struct NewEvent {
     pub metadata: Metadata,
 }
 
+impl NewEvent {
+    /// An event with a fresh UUID v7 id.
+    pub fn new(
+        event_type: impl Into<String>,
+        schema_version: u32,
+        payload: Vec<u8>,
+        metadata: Metadata,
+    ) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version,
+            payload,
+            metadata,
+        }
+    }
+}
+
 /// A committed event, as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedEvent {
@@ -84,7 +102,9 @@ pub struct AppendResult {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
-    #[error("stream {stream_id} is at version {actual}, not the expected {expected:?}; reload and decide again")]
+    #[error(
+        "stream {stream_id} is at version {actual}, not the expected {expected:?}; reload and decide again"
+    )]
     Conflict {
         stream_id: String,
         expected: ExpectedVersion,
@@ -98,6 +118,15 @@ pub enum AppendError {
     Storage(#[from] StorageError),
 }
 
+impl AppendError {
+    /// True for [`AppendError::Conflict`]: reload the stream, decide again, retry.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, AppendError::Conflict { .. })
+    }
+}
+
+/// A database failure, with what the log was doing when it happened
+/// (operation and stream, e.g. `append to [certificate-1]: insert events`).
 #[derive(Debug, thiserror::Error)]
 #[error("{context}: {source}")]
 pub struct StorageError {
@@ -106,13 +135,30 @@ pub struct StorageError {
     pub source: sqlx::Error,
 }
 
+impl StorageError {
+    pub fn new(context: impl Into<String>, source: sqlx::Error) -> Self {
+        Self {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
 /// The first problem found by [`EventLog::verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tamper {
     /// The stored hash does not match the event's contents.
-    Altered { stream_id: String, version: u64, position: u64 },
+    Altered {
+        stream_id: String,
+        version: u64,
+        position: u64,
+    },
     /// The event does not link to its predecessor's hash (an event before it was removed or altered).
-    BrokenLink { stream_id: String, version: u64, position: u64 },
+    BrokenLink {
+        stream_id: String,
+        version: u64,
+        position: u64,
+    },
     /// A version is missing in the stream.
     Missing { stream_id: String, version: u64 },
 }
@@ -127,20 +173,53 @@ pub struct VerifyReport {
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
     /// Appends to several streams in one transaction; all or nothing.
+    ///
+    /// Results are in the order of `appends`. A stream may appear only once per call, and
+    /// every stream part must carry at least one event (otherwise [`AppendError::Invalid`]).
     async fn append(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, AppendError>;
 
+    /// Appends to one stream: a convenience over [`EventLog::append`].
+    async fn append_one(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        let mut results = self
+            .append(vec![StreamAppend {
+                stream_id: stream_id.to_owned(),
+                expected,
+                events,
+            }])
+            .await?;
+        results.pop().ok_or_else(|| {
+            AppendError::Invalid(format!("append to {stream_id} returned no result"))
+        })
+    }
+
     /// Events of one stream with version > `after_version`, in version order.
-    async fn read_stream(&self, stream_id: &str, after_version: u64) -> Result<Vec<RecordedEvent>, StorageError>;
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        after_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StorageError>;
 
     /// Up to `limit` events of the whole log with position > `after_position`, in
     /// position order. Never returns an event while an earlier position may still commit.
-    async fn read_all(&self, after_position: u64, limit: u32) -> Result<Vec<RecordedEvent>, StorageError>;
+    async fn read_all(
+        &self,
+        after_position: u64,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StorageError>;
 
     /// The highest position visible to `read_all`.
     async fn head_position(&self) -> Result<u64, StorageError>;
 
     /// Resolves when new events may have been committed (or after a short timeout);
-    /// tailing readers wait on it between polls.
+    /// tailing readers wait on it between polls. Returns at once when an event after
+    /// `after_position` is already known to be committed, so a notification that arrived
+    /// between the reader's last `read_all` and this call is not lost. Spurious wake-ups
+    /// are allowed: always re-read with `read_all`.
     async fn wait_for_new(&self, after_position: u64);
 
     /// The saved position of a named reader (relay, consumer, projection); 0 if none.

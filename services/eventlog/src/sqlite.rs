@@ -1,0 +1,580 @@
+//! SQLite backend (embedded default): a file in WAL mode, or in memory.
+//!
+//! # Positions become visible in order
+//!
+//! SQLite has a single writer: every append runs in a `BEGIN IMMEDIATE` transaction,
+//! which takes the database's write lock before reading anything, and assigns positions
+//! explicitly as `max(position) + 1` inside it. Commits are therefore in position order,
+//! and (WAL readers see a consistent snapshot as of a commit) a reader tailing
+//! `position > last_seen` never skips an event. The same lock makes the expected-version
+//! check exact; the unique (stream_id, stream_version) constraint is the backstop.
+//!
+//! Durability: `synchronous = FULL` (an acknowledged append survives power loss); group
+//! commit amortizes the WAL sync over everything pending.
+//!
+//! `wait_for_new` is woken in-process by every handle on the same database file (a
+//! process-wide registry keyed by the canonical path) and falls back to the poll interval
+//! for writers in other processes.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+use uuid::Uuid;
+
+use crate::append::{
+    self, Backend, GroupCommitter, Head, Notifier, Outcome, PlannedRow, batch_event_ids,
+    batch_stream_ids, describe,
+};
+use crate::codec::{self, ChainWalker, Migration, ctx, decode_event, to_i64, to_u64};
+use crate::model::{
+    AppendError, AppendResult, EventLog, RecordedEvent, StorageError, StreamAppend, VerifyReport,
+};
+use crate::options::LogOptions;
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "events, append-only triggers, checkpoints",
+    sql: include_str!("../migrations/sqlite/0001_events.sql"),
+}];
+
+macro_rules! event_columns {
+    () => {
+        "position, stream_id, stream_version, event_id, event_type, schema_version, payload, \
+         tenant, correlation_id, causation_id, actor, trace_context, recorded_at, prev_hash, hash"
+    };
+}
+
+/// The event log on SQLite.
+pub struct SqliteEventLog {
+    core: Arc<SqliteCore>,
+    writer: Option<GroupCommitter>,
+}
+
+struct SqliteCore {
+    pool: SqlitePool,
+    label: String,
+    notifier: Arc<Notifier>,
+    poll_interval: Duration,
+    #[cfg(feature = "test-hooks")]
+    before_commit: Option<crate::test_hooks::BeforeCommitHook>,
+}
+
+/// One notifier per database file in this process, so that every handle on the file
+/// wakes every other handle's readers.
+fn shared_notifier(path: &Path) -> Arc<Notifier> {
+    static REGISTRY: OnceLock<Mutex<HashMap<PathBuf, Weak<Notifier>>>> = OnceLock::new();
+    let registry = REGISTRY.get_or_init(Default::default);
+    let mut map = match registry.lock() {
+        Ok(m) => m,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(n) = map.get(path).and_then(Weak::upgrade) {
+        return n;
+    }
+    map.retain(|_, w| w.strong_count() > 0);
+    let n = Arc::new(Notifier::new());
+    map.insert(path.to_owned(), Arc::downgrade(&n));
+    n
+}
+
+impl SqliteEventLog {
+    /// Opens the log at a `sqlite:` URL: `sqlite:///var/lib/certledger/log.db`,
+    /// `sqlite:log.db`, or `sqlite::memory:` (a fresh private in-memory database).
+    /// Files are created if missing.
+    pub async fn connect(url: &str) -> Result<Self, StorageError> {
+        Self::connect_with(url, LogOptions::default()).await
+    }
+
+    /// [`SqliteEventLog::connect`] with options.
+    pub async fn connect_with(url: &str, options: LogOptions) -> Result<Self, StorageError> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let connect_options = SqliteConnectOptions::from_str(url)
+            .map_err(ctx(format!("connect event log (SQLite {url}): parse URL")))?;
+        Self::open_options(connect_options, in_memory, url.to_owned(), options).await
+    }
+
+    /// Opens (creating if missing) the log in the database file at `path`.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
+        Self::open_with(path, LogOptions::default()).await
+    }
+
+    /// [`SqliteEventLog::open`] with options.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: LogOptions,
+    ) -> Result<Self, StorageError> {
+        let path = path.as_ref();
+        let connect_options = SqliteConnectOptions::new().filename(path);
+        Self::open_options(connect_options, false, path.display().to_string(), options).await
+    }
+
+    /// A fresh, private in-memory log (gone when the handle is dropped).
+    pub async fn in_memory() -> Result<Self, StorageError> {
+        Self::connect("sqlite::memory:").await
+    }
+
+    async fn open_options(
+        connect_options: SqliteConnectOptions,
+        in_memory: bool,
+        label: String,
+        options: LogOptions,
+    ) -> Result<Self, StorageError> {
+        let what = format!("connect event log (SQLite {label})");
+        let mut connect_options = connect_options
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(options.sqlite_busy_timeout)
+            .synchronous(SqliteSynchronous::Full);
+        let pool_options = if in_memory {
+            // An in-memory database lives as long as a connection to it: keep exactly one.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            connect_options = connect_options.journal_mode(SqliteJournalMode::Wal);
+            SqlitePoolOptions::new().max_connections(options.max_connections)
+        };
+        let filename = connect_options.get_filename().to_owned();
+        let pool = pool_options
+            .connect_with(connect_options)
+            .await
+            .map_err(ctx(format!("{what}: open")))?;
+        migrate(&pool, &what).await?;
+        let notifier = if in_memory {
+            Arc::new(Notifier::new())
+        } else {
+            let canonical = std::fs::canonicalize(&filename).unwrap_or(filename);
+            shared_notifier(&canonical)
+        };
+        let core = Arc::new(SqliteCore {
+            pool,
+            label,
+            notifier,
+            poll_interval: options.poll_interval,
+            #[cfg(feature = "test-hooks")]
+            before_commit: options.before_commit.clone(),
+        });
+        let head = core.head_position().await?;
+        core.notifier.advance(head);
+        let writer = options
+            .group_commit
+            .then(|| GroupCommitter::spawn(core.clone(), options.max_batch_events));
+        Ok(Self { core, writer })
+    }
+
+    /// The connection pool. For operations and tests; changing events through it is
+    /// rejected by the database's triggers.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.core.pool
+    }
+
+    /// Closes the pool after in-flight work; later calls fail.
+    pub async fn close(&self) {
+        self.core.pool.close().await;
+    }
+}
+
+async fn migrate(pool: &SqlitePool, what: &str) -> Result<(), StorageError> {
+    let what = format!("{what}: migrate");
+    // IMMEDIATE: concurrent openers of one file migrate one after the other.
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(ctx(format!("{what}: begin")))?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS eventlog_migrations (
+             version INTEGER PRIMARY KEY,
+             description TEXT NOT NULL,
+             checksum BLOB NOT NULL,
+             applied_at INTEGER NOT NULL
+         ) STRICT",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(ctx(format!("{what}: create migrations table")))?;
+    let applied: Vec<(i64, Vec<u8>)> =
+        sqlx::query("SELECT version, checksum FROM eventlog_migrations ORDER BY version")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(ctx(format!("{what}: read migrations")))?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ctx(format!("{what}: read migrations")))?;
+    codec::check_applied(&applied, MIGRATIONS, &what)?;
+    for m in MIGRATIONS {
+        if applied.iter().any(|(v, _)| *v == m.version) {
+            continue;
+        }
+        tracing::info!(
+            version = m.version,
+            description = m.description,
+            "applying event log migration"
+        );
+        sqlx::raw_sql(m.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx(format!("{what}: apply migration {}", m.version)))?;
+        sqlx::query("INSERT INTO eventlog_migrations (version, description, checksum, applied_at) VALUES (?1, ?2, ?3, ?4)")
+            .bind(m.version)
+            .bind(m.description)
+            .bind(m.checksum())
+            .bind(codec::now_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx(format!("{what}: record migration {}", m.version)))?;
+    }
+    tx.commit().await.map_err(ctx(format!("{what}: commit")))
+}
+
+enum TxFailure {
+    Append(AppendError),
+    Unique {
+        message: String,
+        heads: HashMap<String, Head>,
+        source: sqlx::Error,
+    },
+}
+
+impl SqliteCore {
+    async fn read_heads(
+        conn: &mut SqliteConnection,
+        stream_ids: &[String],
+    ) -> Result<HashMap<String, Head>, sqlx::Error> {
+        let mut heads = HashMap::with_capacity(stream_ids.len());
+        for id in stream_ids {
+            let row = sqlx::query(
+                "SELECT stream_version, hash FROM events WHERE stream_id = ?1 ORDER BY stream_version DESC LIMIT 1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(r) = row {
+                let version: i64 = r.try_get(0)?;
+                let hash: Vec<u8> = r.try_get(1)?;
+                let hash: [u8; 32] = hash
+                    .try_into()
+                    .map_err(|_| sqlx::Error::decode("stored hash is not 32 bytes"))?;
+                heads.insert(
+                    id.clone(),
+                    Head {
+                        version: to_u64(version, "stream_version")?,
+                        hash,
+                    },
+                );
+            }
+        }
+        Ok(heads)
+    }
+
+    async fn existing_ids(
+        conn: &mut SqliteConnection,
+        ids: &[Uuid],
+    ) -> Result<HashSet<Uuid>, sqlx::Error> {
+        let mut existing = HashSet::new();
+        for id in ids {
+            let found = sqlx::query("SELECT 1 FROM events WHERE event_id = ?1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *conn)
+                .await?;
+            if found.is_some() {
+                existing.insert(*id);
+            }
+        }
+        Ok(existing)
+    }
+
+    async fn insert(
+        conn: &mut SqliteConnection,
+        rows: &[PlannedRow],
+    ) -> Result<Vec<u64>, sqlx::Error> {
+        let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+            .fetch_one(&mut *conn)
+            .await?;
+        let mut position = to_u64(head, "position")?;
+        let mut positions = Vec::with_capacity(rows.len());
+        for r in rows {
+            position += 1;
+            let e = &r.event;
+            sqlx::query(
+                "INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version,
+                                     payload, tenant, correlation_id, causation_id, actor, trace_context,
+                                     recorded_at, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )
+            .bind(to_i64(position))
+            .bind(&r.stream_id)
+            .bind(to_i64(r.stream_version))
+            .bind(e.event_id.to_string())
+            .bind(&e.event_type)
+            .bind(i64::from(e.schema_version))
+            .bind(&e.payload)
+            .bind(&e.metadata.tenant)
+            .bind(e.metadata.correlation_id.map(|u| u.to_string()))
+            .bind(e.metadata.causation_id.map(|u| u.to_string()))
+            .bind(&e.metadata.actor)
+            .bind(e.metadata.trace_context.as_deref())
+            .bind(r.recorded_at)
+            .bind(&r.prev_hash[..])
+            .bind(&r.hash[..])
+            .execute(&mut *conn)
+            .await?;
+            positions.push(position);
+        }
+        Ok(positions)
+    }
+
+    async fn try_append(
+        &self,
+        batch: &[&[StreamAppend]],
+        what: &str,
+    ) -> Result<Vec<Outcome>, TxFailure> {
+        let storage = |step: &str| {
+            let context = format!("{what}: {step}");
+            move |e: sqlx::Error| {
+                TxFailure::Append(AppendError::Storage(StorageError::new(context, e)))
+            }
+        };
+        // The ordering guard (module docs): the write lock, taken before any read.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(storage("begin"))?;
+        let heads = Self::read_heads(&mut tx, &batch_stream_ids(batch))
+            .await
+            .map_err(storage("read stream heads"))?;
+        let existing = Self::existing_ids(&mut tx, &batch_event_ids(batch))
+            .await
+            .map_err(storage("check event ids"))?;
+        let plan = append::plan(batch, &heads, &existing, codec::now_micros());
+        if plan.rows.is_empty() {
+            tx.rollback().await.map_err(storage("roll back"))?;
+            return Ok(plan.finish(&[]));
+        }
+        let positions = match Self::insert(&mut tx, &plan.rows).await {
+            Ok(p) => p,
+            Err(e) => {
+                let unique = e
+                    .as_database_error()
+                    .filter(|d| d.is_unique_violation())
+                    .map(|d| d.message().to_owned());
+                return Err(match unique {
+                    Some(message) => TxFailure::Unique {
+                        message,
+                        heads,
+                        source: e,
+                    },
+                    None => storage("insert events")(e),
+                });
+            }
+        };
+        #[cfg(feature = "test-hooks")]
+        if let Some(hook) = &self.before_commit {
+            hook(crate::test_hooks::CommitInfo {
+                stream_ids: plan.rows.iter().map(|r| r.stream_id.clone()).collect(),
+                positions: positions.clone(),
+            })
+            .await;
+        }
+        tx.commit().await.map_err(storage("commit"))?;
+        self.notifier
+            .advance(positions.last().copied().unwrap_or_default());
+        Ok(plan.finish(&positions))
+    }
+
+    async fn head_position(&self) -> Result<u64, StorageError> {
+        let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(ctx(format!("head position (SQLite {})", self.label)))?;
+        to_u64(head, "position").map_err(ctx("head position"))
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteCore {
+    async fn append_transaction(
+        &self,
+        batch: &[&[StreamAppend]],
+    ) -> Result<Vec<Outcome>, AppendError> {
+        let what = describe(batch);
+        match self.try_append(batch, &what).await {
+            Ok(outcomes) => Ok(outcomes),
+            Err(TxFailure::Append(e)) => Err(e),
+            Err(TxFailure::Unique {
+                message,
+                heads,
+                source,
+            }) => {
+                // Only possible if a writer bypassed BEGIN IMMEDIATE; classify as the
+                // PostgreSQL backend does.
+                let mut conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(ctx(format!("{what}: classify unique violation")))?;
+                let found = if message.contains("events.event_id") {
+                    let existing = Self::existing_ids(&mut conn, &batch_event_ids(batch))
+                        .await
+                        .map_err(ctx(format!("{what}: classify unique violation")))?;
+                    batch_event_ids(batch)
+                        .into_iter()
+                        .find(|id| existing.contains(id))
+                        .map(|event_id| AppendError::DuplicateEvent { event_id })
+                } else {
+                    let now = Self::read_heads(&mut conn, &batch_stream_ids(batch))
+                        .await
+                        .map_err(ctx(format!("{what}: classify unique violation")))?;
+                    append::conflict_after_race(batch, &heads, &now)
+                };
+                Err(found.unwrap_or_else(|| {
+                    AppendError::Storage(StorageError::new(
+                        format!("{what}: insert events"),
+                        source,
+                    ))
+                }))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventLog for SqliteEventLog {
+    async fn append(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>, AppendError> {
+        match &self.writer {
+            Some(writer) => writer.append(appends).await,
+            None => append::append_batch(&*self.core, std::slice::from_ref(&appends))
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(AppendError::Invalid("append produced no outcome".into()))),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        after_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StorageError> {
+        let what = || format!("read stream {stream_id}");
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE stream_id = ?1 AND stream_version > ?2 ORDER BY stream_version"
+        ))
+        .bind(stream_id)
+        .bind(to_i64(after_version))
+        .fetch_all(&self.core.pool)
+        .await
+        .map_err(ctx(what()))?;
+        rows.iter()
+            .map(decode_event)
+            .collect::<Result<_, _>>()
+            .map_err(ctx(what()))
+    }
+
+    async fn read_all(
+        &self,
+        after_position: u64,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StorageError> {
+        let what = || format!("read log after position {after_position}");
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+        ))
+        .bind(to_i64(after_position))
+        .bind(i64::from(limit))
+        .fetch_all(&self.core.pool)
+        .await
+        .map_err(ctx(what()))?;
+        rows.iter()
+            .map(decode_event)
+            .collect::<Result<_, _>>()
+            .map_err(ctx(what()))
+    }
+
+    async fn head_position(&self) -> Result<u64, StorageError> {
+        self.core.head_position().await
+    }
+
+    async fn wait_for_new(&self, after_position: u64) {
+        self.core
+            .notifier
+            .wait(after_position, self.core.poll_interval)
+            .await;
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<u64, StorageError> {
+        let what = || format!("load checkpoint {name}");
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&self.core.pool)
+                .await
+                .map_err(ctx(what()))?;
+        position.map_or(Ok(0), |p| to_u64(p, "position").map_err(ctx(what())))
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StorageError> {
+        let what = format!("save checkpoint {name} at {position}");
+        let position = i64::try_from(position).map_err(|_| {
+            StorageError::new(what.clone(), sqlx::Error::protocol("position out of range"))
+        })?;
+        sqlx::query(
+            "INSERT INTO checkpoints (name, position, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(position)
+        .bind(codec::now_micros())
+        .execute(&self.core.pool)
+        .await
+        .map_err(ctx(what))?;
+        Ok(())
+    }
+
+    async fn verify(&self, stream_id: Option<&str>) -> Result<VerifyReport, StorageError> {
+        let what = match stream_id {
+            Some(s) => format!("verify stream {s}"),
+            None => format!("verify log (SQLite {})", self.core.label),
+        };
+        let mut walker = ChainWalker::default();
+        let query = match stream_id {
+            Some(s) => sqlx::query(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE stream_id = ?1 ORDER BY stream_version"
+            ))
+            .bind(s),
+            None => sqlx::query(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events ORDER BY stream_id, stream_version"
+            )),
+        };
+        let mut rows = query.fetch(&self.core.pool);
+        while let Some(row) = rows.try_next().await.map_err(ctx(what.clone()))? {
+            let event = decode_event(&row).map_err(ctx(what.clone()))?;
+            if let Some(problem) = walker.check(&event) {
+                return Ok(walker.report(Some(problem)));
+            }
+        }
+        Ok(walker.report(None))
+    }
+}
