@@ -19,7 +19,9 @@ pub const CURRENT_SCHEMA_VERSION: u32 = 1;
 pub enum CodecError {
     #[error("unknown event type {event_type:?}")]
     UnknownType { event_type: String },
-    #[error("event type {event_type} has schema version {schema_version}, newer than this build reads (at most {CURRENT_SCHEMA_VERSION})")]
+    #[error(
+        "event type {event_type} has schema version {schema_version}, newer than this build reads (at most {CURRENT_SCHEMA_VERSION})"
+    )]
     FutureSchema {
         event_type: String,
         schema_version: u32,
