@@ -1,0 +1,496 @@
+//! Test support: an isolated event log (fresh PostgreSQL schema or in-memory SQLite), the
+//! order and issuance services in-process on free ports, a tiny HTTP server answering
+//! HTTP-01 challenges, CSRs from `openssl req`, and `openssl` checks of what was issued.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use certledger_ca::{CertificateUrls, IssuancePolicy};
+use certledger_eventlog::{EventLog, LogOptions};
+use certledger_eventstream::consumer::EventSource;
+use certledger_issuance::ca::{CaSettings, OpenedCa, open_ca};
+use certledger_issuance::http01::Http01Settings;
+use certledger_issuance::{IssuanceSetup, IssuerSettings, RetryPolicy, StartedIssuance};
+use certledger_order::OrderSetup;
+use certledger_proto::common::v1::{
+    CertificateSpec, CertificateStatus, DomainSlotKind, DomainSlots, KeyAlgorithm, ValidationMethod,
+};
+use certledger_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
+use certledger_proto::order::v1::order_service_client::OrderServiceClient;
+use certledger_proto::order::v1::{
+    Application, Certificate, GetCertificateRequest, application::KeySource,
+};
+use certledger_runtime::server::{RunningService, ServerOptions};
+use certledger_testkit::eventually;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+pub const CRL_URL: &str = "http://crl.certledger.test/crl/builtin.crl";
+pub const OCSP_URL: &str = "http://ocsp.certledger.test/ocsp";
+
+pub fn pg_url() -> String {
+    std::env::var("CERTLEDGER_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub struct TestDb {
+    pub url: String,
+    pub schema: String,
+    pub log: Arc<dyn EventLog>,
+    pg: bool,
+}
+
+impl TestDb {
+    pub async fn postgres() -> Self {
+        let url = pg_url();
+        let schema = format!("issuance_{}", uuid::Uuid::now_v7().simple());
+        let log = certledger_eventlog::connect_with(
+            &url,
+            LogOptions::new()
+                .pg_schema(&schema)
+                .max_connections(4)
+                .poll_interval(Duration::from_millis(100)),
+        )
+        .await
+        .expect("connect to PostgreSQL (CERTLEDGER_TEST_PG_URL)");
+        Self {
+            url,
+            schema,
+            log,
+            pg: true,
+        }
+    }
+
+    pub async fn sqlite() -> Self {
+        let url = "sqlite::memory:".to_owned();
+        let log = certledger_eventlog::connect(&url).await.expect("sqlite");
+        Self {
+            url,
+            schema: String::new(),
+            log,
+            pg: false,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if !self.pg {
+            return;
+        }
+        let url = self.url.clone();
+        let schema = self.schema.clone();
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                sqlx::raw_sql("SET lock_timeout = '10s'")
+                    .execute(&mut conn)
+                    .await?;
+                sqlx::query(
+                    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+                     JOIN pg_class c ON c.oid = l.relation
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()",
+                )
+                .bind(&schema)
+                .execute(&mut conn)
+                .await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                )))
+                .execute(&mut conn)
+                .await?;
+                conn.close().await
+            })
+            .map_err(std::io::Error::other)
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test schema {}: {dropped:?}", self.schema);
+        }
+    }
+}
+
+/// A CA in a temporary directory, with CRL and OCSP URLs.
+pub fn test_ca(dir: &Path) -> OpenedCa {
+    open_ca(
+        &CaSettings {
+            data_dir: dir.to_path_buf(),
+            policy: IssuancePolicy::default(),
+            urls: CertificateUrls {
+                crl_distribution_point: Some(CRL_URL.into()),
+                ocsp: Some(OCSP_URL.into()),
+                ca_issuers: None,
+            },
+        },
+        None,
+    )
+    .expect("open CA")
+}
+
+/// Issuer settings for tests: quick retries, HTTP-01 names resolved to `http01`.
+pub fn test_settings(http01: Option<std::net::SocketAddr>) -> IssuerSettings {
+    let mut resolve = HashMap::new();
+    if let Some(addr) = http01 {
+        resolve.insert("*".to_owned(), addr);
+    }
+    IssuerSettings {
+        allow_no_validation: true,
+        http01: Http01Settings {
+            port: 80,
+            resolve,
+            timeout: Duration::from_secs(5),
+        },
+        validation_retry: RetryPolicy {
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(500),
+            max_attempts: 50,
+        },
+        reissue_delay: Duration::ZERO,
+        ..IssuerSettings::default()
+    }
+}
+
+pub struct Stack {
+    pub order: RunningService,
+    pub issuance: StartedIssuance,
+    pub orders: OrderServiceClient<Channel>,
+    pub ca: IssuanceServiceClient<Channel>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn stop(self) {
+        self.issuance.service.stop().await.unwrap();
+        self.order.stop().await.unwrap();
+    }
+
+    /// Waits until the certificate reaches `status` (fails early on FAILED).
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+        status: CertificateStatus,
+    ) -> Certificate {
+        let client = self.orders.clone();
+        eventually(DEADLINE, &format!("certificate {id} {status:?}"), || {
+            let mut client = client.clone();
+            let request = match tenant {
+                Some(t) => as_tenant(
+                    t,
+                    GetCertificateRequest {
+                        certificate_id: id.to_owned(),
+                    },
+                ),
+                None => tonic::Request::new(GetCertificateRequest {
+                    certificate_id: id.to_owned(),
+                }),
+            };
+            async move {
+                let cert = client.get_certificate(request).await.ok()?.into_inner();
+                if cert.status == CertificateStatus::Failed as i32
+                    && status != CertificateStatus::Failed
+                {
+                    panic!("certificate failed: {:?}", cert.last_failure);
+                }
+                (cert.status == status as i32).then_some(cert)
+            }
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// Starts order and issuance (consumer on the SQL tail) over `db`.
+pub async fn start_stack(db: &TestDb, settings: IssuerSettings) -> Stack {
+    let source = EventSource::SqlTail {
+        log: db.log.clone(),
+    };
+    start_stack_with(db, settings, source, vec![]).await
+}
+
+/// Starts order and issuance with the issuance consumer on `source`.
+pub async fn start_stack_with(
+    db: &TestDb,
+    settings: IssuerSettings,
+    source: EventSource,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) -> Stack {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca(dir.path());
+    let order = certledger_order::start(
+        OrderSetup {
+            log: db.log.clone(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            issuers: vec!["builtin".into()],
+            server: ServerOptions::default(),
+            list: None,
+            tasks: vec![],
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let issuance = certledger_issuance::start(
+        IssuanceSetup {
+            log: db.log.clone(),
+            source,
+            authority: ca.authority,
+            keys: ca.keys,
+            settings,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            server: ServerOptions::default(),
+            recover: true,
+            tasks,
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let orders = OrderServiceClient::connect(order.url()).await.unwrap();
+    let ca = IssuanceServiceClient::connect(issuance.service.url())
+        .await
+        .unwrap();
+    Stack {
+        order,
+        issuance,
+        orders,
+        ca,
+        dir,
+    }
+}
+
+pub fn spec(method: ValidationMethod, algorithm: KeyAlgorithm, max_names: u32) -> CertificateSpec {
+    CertificateSpec {
+        issuer: "builtin".into(),
+        key_algorithm: algorithm as i32,
+        validity_days: 90,
+        domain_slots: Some(DomainSlots {
+            kind: DomainSlotKind::Multi as i32,
+            max_names,
+            allow_wildcards: false,
+        }),
+        validation_method: method as i32,
+        auto_renew: false,
+    }
+}
+
+pub fn generated(domains: &[&str]) -> Application {
+    Application {
+        domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+        key_source: Some(KeySource::GenerateKey(KeyAlgorithm::Unspecified as i32)),
+        ..Default::default()
+    }
+}
+
+pub fn with_csr(domains: &[&str], csr_pem: String) -> Application {
+    Application {
+        domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+        key_source: Some(KeySource::CsrPem(csr_pem)),
+        ..Default::default()
+    }
+}
+
+pub fn as_tenant<T>(tenant: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-certledger-tenant", tenant.parse().unwrap());
+    request
+}
+
+/// A CSR made by `openssl req` with `newkey` (`ec` or `rsa:2048`) for `names`; also
+/// returns the private key path.
+pub fn openssl_csr(dir: &Path, newkey: &str, names: &[&str]) -> String {
+    let key = dir.join("csr.key");
+    let csr = dir.join("csr.pem");
+    let san = names
+        .iter()
+        .map(|n| format!("DNS:{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut cmd = Command::new("openssl");
+    cmd.args(["req", "-new", "-nodes", "-newkey", newkey]);
+    if newkey == "ec" {
+        cmd.args(["-pkeyopt", "ec_paramgen_curve:prime256v1"]);
+    }
+    cmd.arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .args(["-subj", &format!("/CN={}", names[0])])
+        .args(["-addext", &format!("subjectAltName={san}")]);
+    let out = cmd.output().expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(csr).unwrap()
+}
+
+fn openssl(args: &[&str], dir: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Checks an issued certificate with the `openssl` command: it verifies against the CA
+/// chain, and carries the SANs, serverAuth, CA:FALSE, the CRL DP and the OCSP URL.
+pub fn openssl_checks(
+    dir: &Path,
+    cert: &Certificate,
+    root_pem: &str,
+    intermediate_pem: &str,
+    names: &[&str],
+) -> String {
+    std::fs::write(dir.join("root.pem"), root_pem).unwrap();
+    std::fs::write(dir.join("intermediate.pem"), intermediate_pem).unwrap();
+    std::fs::write(dir.join("leaf.pem"), &cert.certificate_pem).unwrap();
+    let verified = openssl(
+        &[
+            "verify",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "intermediate.pem",
+            "-purpose",
+            "sslserver",
+            "leaf.pem",
+        ],
+        dir,
+    );
+    assert!(verified.contains("leaf.pem: OK"), "{verified}");
+    let text = openssl(&["x509", "-in", "leaf.pem", "-noout", "-text"], dir);
+    for name in names {
+        assert!(
+            text.contains(&format!("DNS:{name}")),
+            "SAN {name} missing:\n{text}"
+        );
+    }
+    for expected in [
+        "TLS Web Server Authentication",
+        "CA:FALSE",
+        "X509v3 CRL Distribution Points",
+        CRL_URL,
+        &format!("OCSP - URI:{OCSP_URL}"),
+        "X509v3 Subject Key Identifier",
+        "X509v3 Authority Key Identifier",
+    ] {
+        assert!(text.contains(expected), "{expected} missing:\n{text}");
+    }
+    let serial = openssl(&["x509", "-in", "leaf.pem", "-noout", "-serial"], dir);
+    assert_eq!(
+        serial
+            .trim()
+            .trim_start_matches("serial=")
+            .to_ascii_lowercase(),
+        cert.serial,
+        "serial in the certificate and in the event"
+    );
+    let fingerprint = openssl(
+        &[
+            "x509",
+            "-in",
+            "leaf.pem",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+        ],
+        dir,
+    );
+    let fingerprint: String = fingerprint
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+        .to_ascii_lowercase();
+    assert_eq!(fingerprint, cert.sha256_fingerprint);
+    text
+}
+
+/// The public key of a certificate and of a private key (PEM), by `openssl`.
+pub fn same_public_key(dir: &Path, cert_pem: &str, key_pem: &str) -> bool {
+    std::fs::write(dir.join("pair-cert.pem"), cert_pem).unwrap();
+    std::fs::write(dir.join("pair-key.pem"), key_pem).unwrap();
+    let a = openssl(&["x509", "-in", "pair-cert.pem", "-noout", "-pubkey"], dir);
+    let b = openssl(&["pkey", "-in", "pair-key.pem", "-pubout"], dir);
+    a == b
+}
+
+/// A tiny HTTP server answering `/.well-known/acme-challenge/<token>` from a map.
+#[derive(Clone)]
+pub struct ChallengeServer {
+    pub addr: std::net::SocketAddr,
+    pub answers: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl ChallengeServer {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answers: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let map = answers.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let map = map.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).into_owned();
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let token = path
+                        .strip_prefix("/.well-known/acme-challenge/")
+                        .unwrap_or("");
+                    let answer = map.lock().unwrap().get(token).cloned();
+                    let (status, body) = match answer {
+                        Some(body) => ("200 OK", body),
+                        None => ("404 Not Found", "no such challenge".to_owned()),
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Self { addr, answers }
+    }
+
+    pub fn serve(&self, token: &str, body: &str) {
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(token.to_owned(), body.to_owned());
+    }
+}

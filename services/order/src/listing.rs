@@ -1,0 +1,398 @@
+//! ListCertificates: a small read table (`order_certificate_list`) in the log's database,
+//! kept up to date by the order service's own consumer ([`ListProjection`]), which folds
+//! the certificate's stream on each of its events and upserts one row (idempotent: a row
+//! is only replaced by a newer stream version).
+//!
+//! The table only finds the ids (tenant, status, names, newest first); the certificates
+//! returned are loaded fresh from the log, and a status filter is checked again on the
+//! fresh state, so a lagging table never returns a certificate in the wrong status.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use certledger_domain::certificate::CertificateState;
+use certledger_eventlog::RecordedEvent;
+use certledger_eventstream::consumer::{Handler, HandlerError};
+use certledger_proto::common::v1::CertificateStatus;
+use certledger_proto::order::v1 as api;
+use certledger_runtime::repository::{certificate_id_of, fold_stored};
+use certledger_runtime::{CertificateRepository, RepositoryError, convert, status};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use tonic::Status as GrpcStatus;
+
+/// Default page size.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Largest page size.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+const PG_TABLE: &str = "CREATE TABLE IF NOT EXISTS order_certificate_list (
+    certificate_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    names TEXT NOT NULL,
+    ordered_position BIGINT NOT NULL,
+    version BIGINT NOT NULL
+)";
+const PG_INDEX: &str = "CREATE INDEX IF NOT EXISTS order_certificate_list_tenant
+    ON order_certificate_list (tenant, ordered_position)";
+const SQLITE_TABLE: &str = "CREATE TABLE IF NOT EXISTS order_certificate_list (
+    certificate_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    names TEXT NOT NULL,
+    ordered_position INTEGER NOT NULL,
+    version INTEGER NOT NULL
+)";
+
+const UPSERT_PG: &str = "INSERT INTO order_certificate_list
+    (certificate_id, tenant, status, names, ordered_position, version)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (certificate_id) DO UPDATE
+    SET status = excluded.status, names = excluded.names, version = excluded.version
+    WHERE order_certificate_list.version < excluded.version";
+const UPSERT_SQLITE: &str = "INSERT INTO order_certificate_list
+    (certificate_id, tenant, status, names, ordered_position, version)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+    ON CONFLICT (certificate_id) DO UPDATE
+    SET status = excluded.status, names = excluded.names, version = excluded.version
+    WHERE order_certificate_list.version < excluded.version";
+
+const SELECT_PG: &str = "SELECT certificate_id, ordered_position FROM order_certificate_list
+    WHERE tenant = $1 AND ($2 = 0 OR status = $2) AND ($3 = '' OR names LIKE $3 ESCAPE '\\')
+      AND ordered_position < $4
+    ORDER BY ordered_position DESC LIMIT $5";
+const SELECT_SQLITE: &str = "SELECT certificate_id, ordered_position FROM order_certificate_list
+    WHERE tenant = ?1 AND (?2 = 0 OR status = ?2) AND (?3 = '' OR names LIKE ?3 ESCAPE '\\')
+      AND ordered_position < ?4
+    ORDER BY ordered_position DESC LIMIT ?5";
+
+#[derive(Clone)]
+enum Db {
+    Pg(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// The certificate list read model.
+#[derive(Clone)]
+pub struct CertificateList {
+    db: Db,
+}
+
+impl std::fmt::Debug for CertificateList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.db {
+            Db::Pg(_) => "postgres",
+            Db::Sqlite(_) => "sqlite",
+        };
+        f.debug_struct("CertificateList")
+            .field("db", &kind)
+            .finish()
+    }
+}
+
+/// A row to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListRow {
+    /// The certificate.
+    pub certificate_id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its status.
+    pub status: CertificateStatus,
+    /// Its names, space-separated.
+    pub names: String,
+    /// Position of its first event (orders the list).
+    pub ordered_position: u64,
+    /// Stream version the row reflects.
+    pub version: u64,
+}
+
+impl ListRow {
+    /// The row of a folded certificate whose first event is at `ordered_position`.
+    pub fn of(state: &CertificateState, ordered_position: u64) -> Self {
+        Self {
+            certificate_id: state.certificate_id.clone(),
+            tenant: state.tenant.clone(),
+            status: state.status.to_proto(),
+            names: state.names().join(" "),
+            ordered_position,
+            version: state.version,
+        }
+    }
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl CertificateList {
+    /// Opens the table in the database at `url` (PostgreSQL: in `pg_schema`, which must
+    /// exist — the event log creates it; SQLite: the same file as the log, or a private
+    /// in-memory database for `sqlite::memory:`), creating it if needed.
+    pub async fn open(url: &str, pg_schema: &str) -> Result<Self, sqlx::Error> {
+        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?
+                .application_name("certledger-order")
+                .options([("search_path", pg_schema)]);
+            let pool = PgPoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await?;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                // Replicas starting at once may race on CREATE … IF NOT EXISTS.
+                let created = async {
+                    sqlx::query(PG_TABLE).execute(&pool).await?;
+                    sqlx::query(PG_INDEX).execute(&pool).await
+                }
+                .await;
+                match created {
+                    Ok(_) => break,
+                    Err(e) if attempt < 3 => {
+                        tracing::debug!(error = %e, "creating the list table; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Db::Pg(pool)
+        } else {
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let mut options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .busy_timeout(std::time::Duration::from_secs(30));
+            let pool_options = if in_memory {
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+            } else {
+                options = options.journal_mode(SqliteJournalMode::Wal);
+                SqlitePoolOptions::new().max_connections(4)
+            };
+            let pool = pool_options.connect_with(options).await?;
+            sqlx::query(SQLITE_TABLE).execute(&pool).await?;
+            Db::Sqlite(pool)
+        };
+        Ok(Self { db })
+    }
+
+    /// Stores a row unless a row of the same or a newer version is there.
+    pub async fn upsert(&self, row: &ListRow) -> Result<(), sqlx::Error> {
+        let status = row.status as i32;
+        match &self.db {
+            Db::Pg(pool) => {
+                sqlx::query(UPSERT_PG)
+                    .bind(&row.certificate_id)
+                    .bind(&row.tenant)
+                    .bind(status)
+                    .bind(&row.names)
+                    .bind(i64_of(row.ordered_position))
+                    .bind(i64_of(row.version))
+                    .execute(pool)
+                    .await?;
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query(UPSERT_SQLITE)
+                    .bind(&row.certificate_id)
+                    .bind(&row.tenant)
+                    .bind(status)
+                    .bind(&row.names)
+                    .bind(i64_of(row.ordered_position))
+                    .bind(i64_of(row.version))
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn select(
+        &self,
+        tenant: &str,
+        status: i32,
+        pattern: &str,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        match &self.db {
+            Db::Pg(pool) => {
+                sqlx::query_as(SELECT_PG)
+                    .bind(tenant)
+                    .bind(status)
+                    .bind(pattern)
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query_as(SELECT_SQLITE)
+                    .bind(tenant)
+                    .bind(status)
+                    .bind(pattern)
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+    }
+
+    /// One page of a tenant's certificates, newest first.
+    pub async fn list(
+        &self,
+        repo: &CertificateRepository,
+        tenant: &str,
+        request: api::ListCertificatesRequest,
+    ) -> Result<api::ListCertificatesResponse, GrpcStatus> {
+        let page = request.page.unwrap_or_default();
+        let page_size = match page.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(status::invalid_argument(
+                    "page.page_size",
+                    format!("{n} is more than the {MAX_PAGE_SIZE} allowed"),
+                ));
+            }
+            n => n,
+        };
+        let before = if page.page_token.is_empty() {
+            i64::MAX
+        } else {
+            decode_token(&page.page_token).ok_or_else(|| {
+                status::invalid_argument(
+                    "page.page_token",
+                    "is not a token from a previous ListCertificates response",
+                )
+            })?
+        };
+        let wanted = CertificateStatus::try_from(request.status).map_err(|_| {
+            status::invalid_argument(
+                "status",
+                format!("{} is not a known certificate status", request.status),
+            )
+        })?;
+        let domain = request.domain.trim().to_lowercase();
+        if domain.len() > 253 {
+            return Err(status::invalid_argument(
+                "domain",
+                "is longer than any domain name (253 characters)",
+            ));
+        }
+        let pattern = if domain.is_empty() {
+            String::new()
+        } else {
+            format!("%{}%", escape_like(&domain))
+        };
+        let rows = self
+            .select(
+                tenant,
+                wanted as i32,
+                &pattern,
+                before,
+                i64::from(page_size) + 1,
+            )
+            .await
+            .map_err(|e| status::unavailable("the certificate list", &e))?;
+        let more = rows.len() > page_size as usize;
+        let rows = &rows[..rows.len().min(page_size as usize)];
+        let mut certificates = Vec::with_capacity(rows.len());
+        for (id, _) in rows {
+            match repo.load(id, Some(tenant)).await {
+                Ok(loaded) => {
+                    if convert::status(wanted).is_some_and(|s| s != loaded.state.status) {
+                        continue;
+                    }
+                    certificates.push(convert::certificate(&loaded.state, loaded.ordered_at));
+                }
+                Err(RepositoryError::Domain(_)) => continue,
+                Err(e) => return Err(status::from_repository(e)),
+            }
+        }
+        let next_page_token = match (more, rows.last()) {
+            (true, Some((_, position))) => encode_token(*position),
+            _ => String::new(),
+        };
+        Ok(api::ListCertificatesResponse {
+            certificates,
+            next_page_token,
+        })
+    }
+
+    /// The consumer handler that keeps this table up to date.
+    pub fn projection(&self, repo: CertificateRepository) -> ListProjection {
+        ListProjection {
+            list: self.clone(),
+            repo,
+        }
+    }
+}
+
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn encode_token(position: i64) -> String {
+    format!("p{position:x}")
+}
+
+fn decode_token(token: &str) -> Option<i64> {
+    let hex = token.strip_prefix('p')?;
+    i64::from_str_radix(hex, 16).ok().filter(|p| *p > 0)
+}
+
+/// Keeps the list table up to date from certificate events.
+pub struct ListProjection {
+    list: CertificateList,
+    repo: CertificateRepository,
+}
+
+#[async_trait]
+impl Handler for ListProjection {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        let Some(id) = certificate_id_of(&event.stream_id) else {
+            return Ok(());
+        };
+        let events = match self.repo.read(id).await {
+            Ok(events) => events,
+            Err(e) if e.is_transient() => return Err(HandlerError::Retry(e.to_string())),
+            Err(e) => return Err(HandlerError::Poison(e.to_string())),
+        };
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let position = first.recorded.position;
+        let loaded = fold_stored(&events);
+        if !loaded.state.exists() {
+            return Ok(());
+        }
+        self.list
+            .upsert(&ListRow::of(&loaded.state, position))
+            .await
+            .map_err(|e| HandlerError::Retry(format!("updating the certificate list: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_like_patterns() {
+        assert_eq!(decode_token(&encode_token(42)), Some(42));
+        assert_eq!(decode_token("x"), None);
+        assert_eq!(decode_token("p-1"), None);
+        assert_eq!(escape_like("a_b%c\\"), "a\\_b\\%c\\\\");
+    }
+}

@@ -1,0 +1,93 @@
+//! `certledger-order`: the order service as a process. Prints `listening on <addr>` on
+//! stdout once it serves; logs go to stderr. Stops on SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use certledger_order::config::{FLAGS, OrderConfig};
+use certledger_order::{CertificateList, OrderSetup, start};
+use certledger_runtime::config::{Parsed, from_env};
+use certledger_runtime::events::{open_log, open_source};
+use certledger_runtime::server::cancel_on_signals;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match from_env(
+        "certledger-order",
+        "the order service (OrderService over gRPC)",
+        FLAGS,
+    ) {
+        Ok(Parsed::Help(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Args(args)) => args,
+        Err(e) => {
+            eprintln!("certledger-order: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match OrderConfig::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("certledger-order: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    certledger_runtime::telemetry::init();
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "certledger-order failed");
+            eprintln!("certledger-order: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: OrderConfig) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    let log = open_log(&config.database_url, &config.pg_schema)
+        .await
+        .context("opening the event log (--database-url)")?;
+    let mut tasks = Vec::new();
+    let list = if config.list {
+        let (source, relay) = open_source(
+            log.clone(),
+            config.nats_url.as_deref(),
+            config.relay,
+            shutdown.clone(),
+        )
+        .await
+        .context("opening the event stream (--nats-url)")?;
+        tasks.extend(relay);
+        let model = CertificateList::open(&config.database_url, &config.pg_schema)
+            .await
+            .context("opening the certificate list table")?;
+        Some((model, source))
+    } else {
+        None
+    };
+    let running = start(
+        OrderSetup {
+            log,
+            listen: config.listen,
+            issuers: config.issuers.clone(),
+            server: config.server.clone(),
+            list,
+            tasks,
+        },
+        shutdown,
+    )
+    .await
+    .with_context(|| format!("listening on {} (--listen)", config.listen))?;
+    println!("listening on {}", running.addr());
+    let _ = std::io::stdout().flush();
+    tracing::info!(addr = %running.addr(), nats = config.nats_url.is_some(), "certledger-order started");
+    running.wait().await?;
+    tracing::info!("certledger-order stopped");
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Opening the event log and the event source from configuration, and running what
+//! reacts to events: the same code for every service binary.
+//!
+//! * No NATS URL: consumers tail the SQL log (embedded mode).
+//! * With a NATS URL: the JetStream streams are ensured, consumers are durable pull
+//!   consumers, and (unless switched off) this process also runs a relay that publishes
+//!   the log to JetStream. Several relays are safe: JetStream drops the repeats by event
+//!   id, and consumers are idempotent.
+
+use std::sync::Arc;
+
+use certledger_eventlog::{EventLog, LogOptions, StorageError};
+use certledger_eventstream::consumer::{ConsumerSettings, EventSource, Handler};
+use certledger_eventstream::relay::{Relay, RelaySettings};
+use certledger_eventstream::setup::{STREAM, StreamSettings, ensure_streams};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Opens the event log at `url` (`postgres://…` in `pg_schema`, or `sqlite:…`).
+pub async fn open_log(url: &str, pg_schema: &str) -> Result<Arc<dyn EventLog>, StorageError> {
+    certledger_eventlog::connect_with(url, LogOptions::new().pg_schema(pg_schema)).await
+}
+
+/// Why the event source could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// NATS is unreachable.
+    #[error("connecting to NATS: {0}")]
+    Connect(String),
+    /// The JetStream streams could not be set up.
+    #[error(transparent)]
+    Setup(#[from] certledger_eventstream::setup::SetupError),
+}
+
+/// The event source for `nats_url` (`None`: tail the SQL log). With NATS and `relay`,
+/// also spawns a relay publishing the log until `shutdown`; its task is returned.
+pub async fn open_source(
+    log: Arc<dyn EventLog>,
+    nats_url: Option<&str>,
+    relay: bool,
+    shutdown: CancellationToken,
+) -> Result<(EventSource, Option<JoinHandle<()>>), SourceError> {
+    let Some(url) = nats_url else {
+        return Ok((EventSource::SqlTail { log }, None));
+    };
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|e| SourceError::Connect(e.to_string()))?;
+    let js = async_nats::jetstream::new(client);
+    ensure_streams(&js, &StreamSettings::default()).await?;
+    let relay_task = relay.then(|| {
+        let relay = Relay::new(log, js.clone(), RelaySettings::default());
+        tokio::spawn(async move { relay.run(shutdown).await })
+    });
+    Ok((
+        EventSource::JetStream {
+            js,
+            stream: STREAM.to_owned(),
+        },
+        relay_task,
+    ))
+}
+
+/// Runs a consumer until `shutdown` (spawns a task that logs a consumer failure).
+pub fn spawn_consumer(
+    source: EventSource,
+    settings: ConsumerSettings,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let name = settings.name.clone();
+        if let Err(error) = source.run(settings, handler, shutdown).await {
+            tracing::error!(consumer = %name, %error, "consumer stopped with an error");
+        }
+    })
+}

@@ -1,0 +1,27 @@
+//! certledger's thin shared service kit: one piece of code per idea, used by every service.
+//!
+//! * [`repository`] — load a certificate stream, fold, decide, append with the expected
+//!   version, retry on conflict; event metadata from a [`context::CallContext`].
+//! * [`status`] — the one mapping of domain and storage errors onto gRPC statuses.
+//! * [`tenant`] — the caller's tenant (request metadata for now; authentication later).
+//! * [`context`] — who is calling and why: tenant scope, correlation, causation, actor.
+//! * [`convert`] — every proto ↔ domain conversion, in one file.
+//! * [`server`] — a tonic server with health, reflection, a request size limit and
+//!   graceful shutdown.
+//! * [`events`] — the event source (JetStream or SQL tail), the relay, and the log from
+//!   configuration.
+//! * [`config`] — command-line flags with environment fallbacks, validated at start.
+//! * [`telemetry`] — tracing set-up for the binaries.
+
+pub mod config;
+pub mod context;
+pub mod convert;
+pub mod events;
+pub mod repository;
+pub mod server;
+pub mod status;
+pub mod telemetry;
+pub mod tenant;
+
+pub use context::CallContext;
+pub use repository::{CertificateRepository, Executed, Expect, Loaded, RepositoryError};
