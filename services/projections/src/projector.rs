@@ -1,0 +1,675 @@
+//! The projector: feeds the read models from the log, live (as an event-stream
+//! [`Handler`]) or in batches (catch-up at start, rebuild).
+//!
+//! # How an event becomes rows
+//!
+//! 1. The event's stream is folded up to the event's version into a view
+//!    ([`crate::view`]): the domain's `evolve` plus the times only the log knows. Views come
+//!    from an in-memory cache (steady state: one `evolve` per event); on a miss (restart,
+//!    another replica handled the previous event, a gap) the missing events are read
+//!    from the log with `read_stream` and folded — one query and a fold of at most the
+//!    stream's length (certificate streams are tens of events). No log I/O happens inside
+//!    a read-model transaction.
+//! 2. In one transaction per event (live) or per batch (catch-up, rebuild): the
+//!    checkpoint rows are locked; for each read model the stream version it already
+//!    reflects is read (`projection_streams`); when the view is newer, the model's rows
+//!    for that stream are rewritten from the view and the version recorded; the model's
+//!    checkpoint moves to the event's position. Commit, then acknowledge.
+//!
+//! # Exactly once
+//!
+//! Delivery is at least once. Rows are a function of the whole stream prefix, written
+//! only when the view's version is above the recorded one, in the same transaction as
+//! that version: a repeated event changes nothing, a missed one (e.g. dead-lettered
+//! during a database outage) is absorbed by the next event of its stream. Catch-up reads
+//! the log in position order and also skips events at or below a model's checkpoint; live
+//! delivery relies on the stream versions alone, because a JetStream redelivery may
+//! arrive after later events (a position rule would drop it).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use certledger_domain::certificate::RenewalWindow;
+use certledger_eventlog::{EventLog, RecordedEvent};
+use certledger_eventstream::consumer::{
+    ConsumerSettings, EventSource, Filter, Handler, HandlerError,
+};
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ProjectionError;
+use crate::model::{ReadModel, stream_kind};
+use crate::rows::{clear_model, set_checkpoint, stream_version, write_stream};
+use crate::store::{ProjectionStore, lock_checkpoints, on, tx_commit};
+use crate::view::{Decoded, RowPolicy, StreamView, decode};
+
+/// How the projector works.
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// When the renewal window opens (expiry calendar). Default 30 days before expiry.
+    pub renewal_window: RenewalWindow,
+    /// Streams whose views are kept in memory. Default 10,000.
+    pub cache_capacity: usize,
+    /// Events per transaction in catch-up and rebuild. Default 500.
+    pub batch_size: u32,
+    /// A progress line is logged every this many events in catch-up and rebuild.
+    /// Default 10,000.
+    pub progress_every: u64,
+    /// Durable consumer (JetStream) or checkpoint (SQL tail) name. Default `projections`.
+    pub consumer_name: String,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self {
+            renewal_window: RenewalWindow::default(),
+            cache_capacity: 10_000,
+            batch_size: 500,
+            progress_every: 10_000,
+            consumer_name: "projections".to_owned(),
+        }
+    }
+}
+
+/// Counters for logs and `/metrics`.
+#[derive(Debug, Default)]
+pub struct ProjectorStats {
+    /// Events handled (live and catch-up).
+    pub events: AtomicU64,
+    /// Live deliveries that were already reflected (duplicates).
+    pub duplicates: AtomicU64,
+    /// Events skipped because this build cannot decode them.
+    pub undecodable: AtomicU64,
+    /// Stream rows rewritten (one per read model and stream).
+    pub stream_writes: AtomicU64,
+    /// Failed attempts (database or log errors; retried).
+    pub errors: AtomicU64,
+    /// Highest position handled.
+    pub last_position: AtomicU64,
+}
+
+/// A change to the inventory, for dashboards that watch (the query API's
+/// `WatchChanges`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InventoryChange {
+    /// Log position of the event.
+    pub position: u64,
+    /// The certificate.
+    pub certificate_id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// The event's type.
+    pub event_type: String,
+    /// The certificate's status after it.
+    pub status: String,
+}
+
+/// Where a catch-up or rebuild stands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    /// The read models being fed.
+    pub models: Vec<ReadModel>,
+    /// Events read from the log so far.
+    pub events_done: u64,
+    /// Position reached.
+    pub position: u64,
+    /// The log's head when last looked at.
+    pub head: u64,
+    /// Events per second so far.
+    pub rate_per_sec: f64,
+    /// Estimated time left (unknown before the first batch).
+    pub eta: Option<Duration>,
+    /// Time since the start.
+    pub elapsed: Duration,
+    /// The last report of the run.
+    pub finished: bool,
+}
+
+/// Bounded map of stream views (least recently used are evicted, a tenth at a time).
+pub(crate) struct ViewCache {
+    map: HashMap<String, (Arc<StreamView>, u64)>,
+    tick: u64,
+    capacity: usize,
+}
+
+impl ViewCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            tick: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn get(&mut self, stream_id: &str) -> Option<Arc<StreamView>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(stream_id).map(|(v, t)| {
+            *t = tick;
+            v.clone()
+        })
+    }
+
+    fn put(&mut self, stream_id: &str, view: Arc<StreamView>) {
+        self.tick += 1;
+        self.map.insert(stream_id.to_owned(), (view, self.tick));
+        if self.map.len() > self.capacity {
+            let mut ticks: Vec<u64> = self.map.values().map(|(_, t)| *t).collect();
+            ticks.sort_unstable();
+            let cut = ticks[(self.capacity / 10).min(ticks.len() - 1)];
+            self.map.retain(|_, (_, t)| *t > cut);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One delivered event; rebuilding models' checkpoints are left to the rebuild.
+    Live,
+    /// Position-ordered batches from the log.
+    CatchUp,
+}
+
+/// One stream touched by a batch.
+struct Touched {
+    stream_id: String,
+    view: Arc<StreamView>,
+    last_position: u64,
+    last_event_type: String,
+}
+
+/// The projector. Share it as `Arc<Projector>`.
+pub struct Projector {
+    store: ProjectionStore,
+    log: Arc<dyn EventLog>,
+    config: ProjectorConfig,
+    policy: RowPolicy,
+    cache: Mutex<ViewCache>,
+    stats: Arc<ProjectorStats>,
+    changes: broadcast::Sender<InventoryChange>,
+}
+
+impl std::fmt::Debug for Projector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector")
+            .field("store", &self.store)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn lock_cache(cache: &Mutex<ViewCache>) -> std::sync::MutexGuard<'_, ViewCache> {
+    // A panic while holding the lock cannot leave a view half-written (views are
+    // replaced whole), so a poisoned cache is still usable.
+    cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Projector {
+    /// A projector writing to `store`, reading streams from `log`.
+    pub fn new(
+        store: ProjectionStore,
+        log: Arc<dyn EventLog>,
+        config: ProjectorConfig,
+    ) -> Arc<Projector> {
+        let (changes, _) = broadcast::channel(1024);
+        Arc::new(Projector {
+            policy: RowPolicy {
+                renewal_window: config.renewal_window,
+            },
+            cache: Mutex::new(ViewCache::new(config.cache_capacity)),
+            store,
+            log,
+            config,
+            stats: Arc::default(),
+            changes,
+        })
+    }
+
+    /// The read models' store.
+    pub fn store(&self) -> &ProjectionStore {
+        &self.store
+    }
+
+    /// The event log.
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProjectorConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Arc<ProjectorStats> {
+        self.stats.clone()
+    }
+
+    /// Inventory changes as they are committed (live events only; a slow receiver
+    /// misses the oldest and gets `Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<InventoryChange> {
+        self.changes.subscribe()
+    }
+
+    /// The consumer settings the projector runs under (every event of the log).
+    pub fn consumer_settings(&self) -> ConsumerSettings {
+        ConsumerSettings::new(self.config.consumer_name.clone(), Filter::All)
+    }
+
+    /// Catches every read model up with the log (resuming an interrupted rebuild), then
+    /// feeds them from `source` until `shutdown`.
+    pub async fn run(
+        self: Arc<Self>,
+        source: EventSource,
+        shutdown: CancellationToken,
+    ) -> Result<(), ProjectionError> {
+        let mut quiet = |_: &Progress| {};
+        tokio::select! {
+            caught_up = self.catch_up(&ReadModel::ALL, &mut quiet) => { caught_up?; }
+            () = shutdown.cancelled() => return Ok(()),
+        }
+        let settings = self.consumer_settings();
+        source
+            .run(settings, self.clone() as Arc<dyn Handler>, shutdown)
+            .await?;
+        Ok(())
+    }
+
+    /// Feeds `models` from their lowest checkpoint to the log's head in batches, then
+    /// clears their rebuilding flags. Returns the position reached. `progress` is
+    /// called after every batch and once at the end.
+    pub async fn catch_up(
+        &self,
+        models: &[ReadModel],
+        progress: &mut (dyn FnMut(&Progress) + Send),
+    ) -> Result<u64, ProjectionError> {
+        self.catch_up_with(models, &self.cache, progress).await
+    }
+
+    /// Empties `models` and replays the whole log into them (see [`Projector::catch_up`]
+    /// for `progress`). Safe while the live projector runs: both write a stream's rows
+    /// only from a newer view, and a crashed rebuild resumes at the next catch-up.
+    pub async fn rebuild(
+        &self,
+        models: &[ReadModel],
+        progress: &mut (dyn FnMut(&Progress) + Send),
+    ) -> Result<u64, ProjectionError> {
+        self.reset(models).await?;
+        // A cache of its own: the shared one holds views ahead of the replay.
+        let cache = Mutex::new(ViewCache::new(self.config.cache_capacity));
+        self.catch_up_with(models, &cache, progress).await
+    }
+
+    /// Empties `models` and marks them rebuilding at position 0, in one transaction: the
+    /// first step of [`Projector::rebuild`]. The next catch-up (at the latest the next
+    /// [`Projector::run`]) replays the log into them.
+    pub async fn reset(&self, models: &[ReadModel]) -> Result<(), ProjectionError> {
+        let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
+        let what = format!("reset {}", names.join(", "));
+        tracing::info!(models = ?names, "emptying read models for a rebuild from position 0");
+        let mut tx = self.store.begin_write(&what).await?;
+        lock_checkpoints(&mut tx, models, &what).await?;
+        for model in models {
+            clear_model(&mut tx, *model, &what).await?;
+            set_checkpoint(&mut tx, *model, 0, true, &what).await?;
+        }
+        tx_commit(tx, &what).await
+    }
+
+    async fn catch_up_with(
+        &self,
+        models: &[ReadModel],
+        cache: &Mutex<ViewCache>,
+        progress: &mut (dyn FnMut(&Progress) + Send),
+    ) -> Result<u64, ProjectionError> {
+        let checkpoints = self.store.checkpoints().await?;
+        let mut position = checkpoints
+            .iter()
+            .filter(|c| models.contains(&c.model))
+            .map(|c| c.position)
+            .min()
+            .unwrap_or(0);
+        let start_position = position;
+        let started = Instant::now();
+        let mut head = self.log.head_position().await?;
+        let mut done = 0u64;
+        let mut next_line = self.config.progress_every.max(1);
+        let report = |done: u64, position: u64, head: u64, finished: bool| {
+            let elapsed = started.elapsed();
+            let secs = elapsed.as_secs_f64();
+            let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+            let left = head.saturating_sub(position);
+            let eta = (rate > 0.0).then(|| Duration::from_secs_f64(left as f64 / rate));
+            Progress {
+                models: models.to_vec(),
+                events_done: done,
+                position,
+                head,
+                rate_per_sec: rate,
+                eta,
+                elapsed,
+                finished,
+            }
+        };
+        loop {
+            let events = self.log.read_all(position, self.config.batch_size).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                break;
+            };
+            self.apply_batch(&events, models, Mode::CatchUp, cache)
+                .await?;
+            done += events.len() as u64;
+            position = last;
+            if position > head {
+                head = self.log.head_position().await?;
+            }
+            let p = report(done, position, head, false);
+            if done >= next_line {
+                next_line = done + self.config.progress_every.max(1);
+                tracing::info!(
+                    models = ?p.models.iter().map(|m| m.name()).collect::<Vec<_>>(),
+                    events_done = p.events_done,
+                    position = p.position,
+                    head = p.head,
+                    rate_per_sec = p.rate_per_sec.round(),
+                    eta_secs = p.eta.map(|d| d.as_secs()),
+                    "projecting the log"
+                );
+            }
+            progress(&p);
+        }
+        let what = "finish catch-up";
+        let mut tx = self.store.begin_write(what).await?;
+        let locked = lock_checkpoints(&mut tx, models, what).await?;
+        for cp in locked.iter().filter(|c| c.rebuilding) {
+            set_checkpoint(&mut tx, cp.model, cp.position.max(position), false, what).await?;
+            tracing::info!(model = cp.model.name(), position, "rebuild finished");
+        }
+        tx_commit(tx, what).await?;
+        let p = report(done, position, head.max(position), true);
+        if done > 0 || position > start_position {
+            tracing::info!(
+                events_done = p.events_done,
+                position = p.position,
+                elapsed_ms = p.elapsed.as_millis() as u64,
+                "read models caught up with the log"
+            );
+        }
+        progress(&p);
+        Ok(position)
+    }
+
+    /// Handles one delivered event (what [`Handler::handle`] does).
+    pub async fn apply_live(&self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        if self.already_reflected(event).await? {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            self.stats.events.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.apply_batch(
+            std::slice::from_ref(event),
+            &ReadModel::ALL,
+            Mode::Live,
+            &self.cache,
+        )
+        .await
+    }
+
+    /// Whether every read model that reads the event's stream already reflects its
+    /// version (a duplicate delivery): then nothing is folded or written.
+    async fn already_reflected(&self, event: &RecordedEvent) -> Result<bool, ProjectionError> {
+        let (kind, _) = stream_kind(&event.stream_id);
+        let what = format!("check position {}", event.position);
+        let mut conn = self.store.conn(&what).await?;
+        let models: Vec<ReadModel> = ReadModel::ALL
+            .into_iter()
+            .filter(|m| m.reads(kind))
+            .collect();
+        if models.is_empty() {
+            return Ok(false);
+        }
+        for model in models {
+            let version = on!(&mut conn, c => {
+                let row = sqlx::query("SELECT version FROM projection_streams WHERE model = $1 AND stream_id = $2")
+                    .bind(model.name())
+                    .bind(&event.stream_id)
+                    .fetch_optional(&mut *c)
+                    .await;
+                row.and_then(|r| r.map(|r| crate::store::RowExt::int(&r, "version")).transpose())
+            })
+            .map_err(ProjectionError::db(what.clone()))?;
+            if version.is_none_or(|v| crate::store::to_u64(v) < event.stream_version) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The view of the event's stream at the event's version.
+    async fn view_at(
+        &self,
+        cache: &Mutex<ViewCache>,
+        event: &RecordedEvent,
+        decoded: &Decoded,
+    ) -> Result<Arc<StreamView>, ProjectionError> {
+        let n = event.stream_version;
+        if stream_kind(&event.stream_id).0 == crate::model::StreamKind::Other {
+            // No read model reads it: nothing worth caching or folding.
+            return Ok(Arc::new(StreamView::Other { version: n }));
+        }
+        let base = lock_cache(cache)
+            .get(&event.stream_id)
+            .filter(|v| v.version() <= n);
+        if let Some(b) = &base {
+            if b.version() == n {
+                return Ok(b.clone());
+            }
+            if b.version() + 1 == n {
+                let view = Arc::new((**b).clone().apply(event, decoded));
+                lock_cache(cache).put(&event.stream_id, view.clone());
+                return Ok(view);
+            }
+        }
+        if base.is_none() && n == 1 {
+            let view = Arc::new(StreamView::empty(&event.stream_id).apply(event, decoded));
+            lock_cache(cache).put(&event.stream_id, view.clone());
+            return Ok(view);
+        }
+        // A miss or a gap: fold what is missing from the log.
+        let mut view = match base {
+            Some(b) => (*b).clone(),
+            None => StreamView::empty(&event.stream_id),
+        };
+        let missing = self
+            .log
+            .read_stream(&event.stream_id, view.version())
+            .await?;
+        for e in missing.iter().take_while(|e| e.stream_version <= n) {
+            if e.stream_version != view.version() + 1 {
+                return Err(ProjectionError::Inconsistent(format!(
+                    "stream {} jumps from version {} to {} in the log",
+                    event.stream_id,
+                    view.version(),
+                    e.stream_version
+                )));
+            }
+            view = if e.stream_version == n {
+                view.apply(e, decoded)
+            } else {
+                let (d, ok) = decode(e);
+                if !ok {
+                    self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                }
+                view.apply(e, &d)
+            };
+        }
+        if view.version() != n {
+            return Err(ProjectionError::Inconsistent(format!(
+                "stream {} has {} events in the log, but event {} at position {} is its version {n}",
+                event.stream_id,
+                view.version(),
+                event.event_id,
+                event.position
+            )));
+        }
+        let view = Arc::new(view);
+        lock_cache(cache).put(&event.stream_id, view.clone());
+        Ok(view)
+    }
+
+    async fn apply_batch(
+        &self,
+        events: &[RecordedEvent],
+        models: &[ReadModel],
+        mode: Mode,
+        cache: &Mutex<ViewCache>,
+    ) -> Result<(), ProjectionError> {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        let what = if events.len() == 1 {
+            format!("project position {}", last.position)
+        } else {
+            format!("project positions {}..={}", first.position, last.position)
+        };
+        // 1. Views, outside any transaction.
+        let mut touched: Vec<Touched> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for event in events {
+            let (decoded, ok) = decode(event);
+            if !ok {
+                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+            }
+            let view = self.view_at(cache, event, &decoded).await?;
+            match index.get(&event.stream_id) {
+                Some(&i) => {
+                    let t = &mut touched[i];
+                    t.view = view;
+                    t.last_position = event.position;
+                    t.last_event_type.clone_from(&event.event_type);
+                }
+                None => {
+                    index.insert(event.stream_id.clone(), touched.len());
+                    touched.push(Touched {
+                        stream_id: event.stream_id.clone(),
+                        view,
+                        last_position: event.position,
+                        last_event_type: event.event_type.clone(),
+                    });
+                }
+            }
+        }
+        // 2. Rows, checkpoints: one transaction.
+        let mut tx = self.store.begin_write(&what).await?;
+        let checkpoints = lock_checkpoints(&mut tx, models, &what).await?;
+        let mut writes = 0u64;
+        let mut inventory_written: Vec<usize> = Vec::new();
+        for cp in &checkpoints {
+            for (i, t) in touched.iter().enumerate() {
+                let (kind, _) = stream_kind(&t.stream_id);
+                if !cp.model.reads(kind) {
+                    continue;
+                }
+                if mode == Mode::CatchUp && t.last_position <= cp.position {
+                    continue;
+                }
+                let reflected = stream_version(&mut tx, cp.model, &t.stream_id, &what).await?;
+                if t.view.version() <= reflected {
+                    continue;
+                }
+                write_stream(
+                    &mut tx,
+                    cp.model,
+                    &t.stream_id,
+                    &t.view,
+                    &self.policy,
+                    &what,
+                )
+                .await?;
+                writes += 1;
+                if cp.model == ReadModel::Inventory {
+                    inventory_written.push(i);
+                }
+            }
+            let advance = !(mode == Mode::Live && cp.rebuilding);
+            if advance && last.position > cp.position {
+                set_checkpoint(&mut tx, cp.model, last.position, cp.rebuilding, &what).await?;
+            }
+        }
+        tx_commit(tx, &what).await?;
+        // 3. Counters and change notifications, after the commit.
+        self.stats
+            .events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.stats
+            .stream_writes
+            .fetch_add(writes, Ordering::Relaxed);
+        self.stats
+            .last_position
+            .fetch_max(last.position, Ordering::Relaxed);
+        if mode == Mode::Live && self.changes.receiver_count() > 0 {
+            for i in inventory_written {
+                let t = &touched[i];
+                if let StreamView::Certificate(v) = t.view.as_ref() {
+                    // No receiver is not an error.
+                    let _ = self.changes.send(InventoryChange {
+                        position: t.last_position,
+                        certificate_id: v.id.clone(),
+                        tenant: if v.state.tenant.is_empty() {
+                            v.metadata_tenant.clone()
+                        } else {
+                            v.state.tenant.clone()
+                        },
+                        event_type: t.last_event_type.clone(),
+                        status: v.state.status.as_str().to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Handler for Projector {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        self.apply_live(event).await.map_err(|error| {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(position = event.position, stream = %event.stream_id, %error, "projecting an event failed");
+            if error.is_transient() {
+                HandlerError::Retry(error.to_string())
+            } else {
+                HandlerError::Poison(error.to_string())
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_evicts_least_recently_used() {
+        let mut cache = ViewCache::new(10);
+        for i in 0..10 {
+            cache.put(
+                &format!("other-{i}"),
+                Arc::new(StreamView::Other { version: i }),
+            );
+        }
+        // Touch the first so that it survives.
+        assert!(cache.get("other-0").is_some());
+        cache.put("other-10", Arc::new(StreamView::Other { version: 10 }));
+        assert!(cache.map.len() <= 10);
+        assert!(cache.get("other-0").is_some());
+        assert!(cache.get("other-1").is_none());
+        assert!(cache.get("other-10").is_some());
+    }
+}
