@@ -299,7 +299,7 @@ async fn none_with_an_openssl_csr_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http01_with_a_generated_key_and_with_a_csr() {
     let db = TestDb::postgres().await;
-    let server = ChallengeServer::start().await;
+    let server = ChallengeServer::start().await.unwrap();
     let mut stack = start_stack(&db, test_settings(Some(server.addr))).await;
     let names = ["a.example.org", "b.example.org"];
     let placed = stack
@@ -378,7 +378,7 @@ async fn http01_with_a_generated_key_and_with_a_csr() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http01_wrong_answer_fails_after_the_last_attempt() {
     let db = TestDb::postgres().await;
-    let server = ChallengeServer::start().await;
+    let server = ChallengeServer::start().await.unwrap();
     let mut settings = test_settings(Some(server.addr));
     settings.validation_retry.max_attempts = 2;
     let stack = start_stack(&db, settings).await;

@@ -1,6 +1,12 @@
 //! Test support shared by the crates' integration tests: real `nats-server` processes
 //! (single node or a three-node JetStream cluster) on free loopback ports, each with its
-//! own storage directory, and waiting on a condition with a deadline instead of sleeping.
+//! own storage directory, waiting on a condition with a deadline instead of sleeping, an
+//! HTTP-01 challenge server, and the `openssl` command.
+
+pub mod challenge;
+pub mod openssl;
+
+pub use challenge::ChallengeServer;
 
 use anyhow::{Context, bail};
 use std::future::Future;

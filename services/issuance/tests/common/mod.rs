@@ -6,8 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use certledger_ca::{CertificateUrls, IssuancePolicy};
@@ -27,7 +26,6 @@ use certledger_proto::order::v1::{
 };
 use certledger_runtime::server::{RunningService, ServerOptions};
 use certledger_testkit::eventually;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -311,49 +309,13 @@ pub fn as_tenant<T>(tenant: &str, message: T) -> tonic::Request<T> {
     request
 }
 
-/// A CSR made by `openssl req` with `newkey` (`ec` or `rsa:2048`) for `names`; also
-/// returns the private key path.
+/// A CSR made by `openssl req` with `newkey` (`ec` or `rsa:2048`) for `names`.
 pub fn openssl_csr(dir: &Path, newkey: &str, names: &[&str]) -> String {
-    let key = dir.join("csr.key");
-    let csr = dir.join("csr.pem");
-    let san = names
-        .iter()
-        .map(|n| format!("DNS:{n}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut cmd = Command::new("openssl");
-    cmd.args(["req", "-new", "-nodes", "-newkey", newkey]);
-    if newkey == "ec" {
-        cmd.args(["-pkeyopt", "ec_paramgen_curve:prime256v1"]);
-    }
-    cmd.arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&csr)
-        .args(["-subj", &format!("/CN={}", names[0])])
-        .args(["-addext", &format!("subjectAltName={san}")]);
-    let out = cmd.output().expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(csr).unwrap()
+    certledger_testkit::openssl::csr(dir, newkey, names).unwrap()
 }
 
 fn openssl(args: &[&str], dir: &Path) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    certledger_testkit::openssl::run(args, dir).unwrap()
 }
 
 /// Checks an issued certificate with the `openssl` command: it verifies against the CA
@@ -440,57 +402,5 @@ pub fn same_public_key(dir: &Path, cert_pem: &str, key_pem: &str) -> bool {
     a == b
 }
 
-/// A tiny HTTP server answering `/.well-known/acme-challenge/<token>` from a map.
-#[derive(Clone)]
-pub struct ChallengeServer {
-    pub addr: std::net::SocketAddr,
-    pub answers: Arc<Mutex<HashMap<String, String>>>,
-}
-
-impl ChallengeServer {
-    pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let answers: Arc<Mutex<HashMap<String, String>>> = Arc::default();
-        let map = answers.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let map = map.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf).into_owned();
-                    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-                    let token = path
-                        .strip_prefix("/.well-known/acme-challenge/")
-                        .unwrap_or("");
-                    let answer = map.lock().unwrap().get(token).cloned();
-                    let (status, body) = match answer {
-                        Some(body) => ("200 OK", body),
-                        None => ("404 Not Found", "no such challenge".to_owned()),
-                    };
-                    let response = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = stream.write_all(response.as_bytes()).await;
-                    let _ = stream.shutdown().await;
-                });
-            }
-        });
-        Self { addr, answers }
-    }
-
-    pub fn serve(&self, token: &str, body: &str) {
-        self.answers
-            .lock()
-            .unwrap()
-            .insert(token.to_owned(), body.to_owned());
-    }
-}
+#[allow(unused_imports)] // used by some of the test binaries only
+pub use certledger_testkit::ChallengeServer;
