@@ -32,7 +32,8 @@ pub enum SourceError {
     Setup(#[from] certledger_eventstream::setup::SetupError),
 }
 
-/// The event source for `nats_url` (`None`: tail the SQL log). With NATS and `relay`,
+/// The event source for `nats_url` (`None`: tail the SQL log; several servers
+/// comma-separated). With NATS and `relay`,
 /// also spawns a relay publishing the log until `shutdown`; its task is returned.
 pub async fn open_source(
     log: Arc<dyn EventLog>,
@@ -43,7 +44,13 @@ pub async fn open_source(
     let Some(url) = nats_url else {
         return Ok((EventSource::SqlTail { log }, None));
     };
-    let client = async_nats::connect(url)
+    // A cluster is given as a comma-separated list; the client fails over between them.
+    let servers: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let client = async_nats::connect(servers)
         .await
         .map_err(|e| SourceError::Connect(e.to_string()))?;
     let js = async_nats::jetstream::new(client);
