@@ -177,7 +177,7 @@ async fn approval_with_a_generated_key_and_with_a_csr_then_export() {
     assert_eq!(plain.certificate_pem, issued.certificate_pem);
     assert!(plain.private_key_pem.is_empty());
 
-    // PKCS#12 is not offered yet.
+    // PKCS#12 needs a real password...
     let r = stack
         .ca
         .export_certificate(as_tenant(
@@ -191,7 +191,66 @@ async fn approval_with_a_generated_key_and_with_a_csr_then_export() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(r.code(), Code::Unimplemented);
+    assert_eq!(r.code(), Code::InvalidArgument);
+    assert!(r.message().contains("password"), "{}", r.message());
+
+    // ...and then holds the key and the chain, as openssl reads them.
+    let p12 = stack
+        .ca
+        .export_certificate(as_tenant(
+            "acme",
+            ExportCertificateRequest {
+                certificate_id: id.clone(),
+                include_private_key: true,
+                key_format: KeyFormat::Pkcs12 as i32,
+                password: "correct horse battery".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(p12.private_key_pem.is_empty());
+    std::fs::write(dir.path().join("export.p12"), &p12.pkcs12).unwrap();
+    let opened = certledger_testkit::openssl::run(
+        &[
+            "pkcs12",
+            "-in",
+            "export.p12",
+            "-passin",
+            "pass:correct horse battery",
+            "-nodes",
+        ],
+        dir.path(),
+    )
+    .unwrap();
+    assert_eq!(
+        opened.matches("BEGIN CERTIFICATE").count(),
+        3,
+        "leaf, intermediate, root"
+    );
+    let key_start = opened.find("-----BEGIN PRIVATE KEY-----").unwrap();
+    let key_end =
+        opened.find("-----END PRIVATE KEY-----").unwrap() + "-----END PRIVATE KEY-----".len();
+    assert!(same_public_key(
+        dir.path(),
+        &issued.certificate_pem,
+        &opened[key_start..key_end]
+    ));
+    assert!(
+        certledger_testkit::openssl::run(
+            &[
+                "pkcs12",
+                "-in",
+                "export.p12",
+                "-passin",
+                "pass:wrong password",
+                "-nodes"
+            ],
+            dir.path(),
+        )
+        .is_err(),
+        "a wrong password does not open it"
+    );
 
     // With the key, as PKCS#8 PEM: it matches the certificate and the export is recorded.
     let with_key = stack
@@ -230,6 +289,7 @@ async fn approval_with_a_generated_key_and_with_a_csr_then_export() {
             "ValidationPassed",
             "IssuanceIntended",
             "CertificateIssued",
+            "PrivateKeyExported",
             "PrivateKeyExported",
         ]
     );
