@@ -6,7 +6,9 @@
 //! The event type is the message's short name. Old schema versions are upcast here
 //! when read; history is never rewritten.
 
-use crate::events::v1::{CertificateEvent, TargetEvent, certificate_event, target_event};
+use crate::events::v1::{
+    CertificateEvent, CrlEvent, TargetEvent, certificate_event, crl_event, target_event,
+};
 use prost::Message;
 
 /// Protobuf package of the event messages; `ce-type` is `PACKAGE.<event type>`.
@@ -116,6 +118,8 @@ codec!(
 
 codec!(TargetEvent, target_event, TargetRegistered, TargetRemoved);
 
+codec!(CrlEvent, crl_event, CrlPublished);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +153,18 @@ mod tests {
             Err(CodecError::Decode { .. })
         ));
         let _ = CertificateRevoked::default();
+    }
+
+    #[test]
+    fn crl_events_round_trip() {
+        let event = crl_event::Event::CrlPublished(crate::events::v1::CrlPublished {
+            issuer: "builtin".into(),
+            crl_number: 7,
+            entries: 2,
+            ..Default::default()
+        });
+        assert_eq!(event.event_type(), "CrlPublished");
+        let back = crl_event::Event::decode("CrlPublished", 1, &event.encode_payload()).unwrap();
+        assert_eq!(back, event);
     }
 }
