@@ -82,8 +82,30 @@ impl std::fmt::Debug for OpenedCa {
     }
 }
 
+/// PEM files of an existing CA (root certificate, intermediate certificate and the
+/// intermediate's private key) to import instead of creating one at first start.
+#[derive(Debug, Clone)]
+pub struct CaImport {
+    /// The root certificate.
+    pub root_cert: PathBuf,
+    /// The intermediate (issuing) certificate, signed by the root.
+    pub intermediate_cert: PathBuf,
+    /// The intermediate's private key (PKCS#8, SEC1 or PKCS#1 PEM).
+    pub intermediate_key: PathBuf,
+}
+
 /// Opens (or creates) the CA in `settings.data_dir`.
 pub fn open_ca(settings: &CaSettings, kek: Option<KeyEncryptionKey>) -> Result<OpenedCa, CaError> {
+    open_or_import_ca(settings, kek, None)
+}
+
+/// Opens the CA in `settings.data_dir`; at first start it is imported from `import` when
+/// given, else created. Once the CA exists, `import` is ignored (it is never replaced).
+pub fn open_or_import_ca(
+    settings: &CaSettings,
+    kek: Option<KeyEncryptionKey>,
+    import: Option<&CaImport>,
+) -> Result<OpenedCa, CaError> {
     create_dir(&settings.data_dir)?;
     let key_dir = settings.key_dir();
     let keys = FileKeyStore::open(&key_dir, kek).map_err(|source| CaError::KeyStore {
@@ -94,11 +116,22 @@ pub fn open_ca(settings: &CaSettings, kek: Option<KeyEncryptionKey>) -> Result<O
     let mut config = AuthorityConfig::new(&cert_dir);
     config.policy = settings.policy.clone();
     config.urls = settings.urls.clone();
-    let authority = Authority::open_or_create(&config, &keys, time::OffsetDateTime::now_utc())
-        .map_err(|source| CaError::Authority {
-            dir: cert_dir,
-            source,
-        })?;
+    let now = time::OffsetDateTime::now_utc();
+    let authority = match import {
+        Some(import) if !cert_dir.join("root.pem").exists() => Authority::import_files(
+            &config,
+            &keys,
+            &import.root_cert,
+            &import.intermediate_cert,
+            &import.intermediate_key,
+            now,
+        ),
+        _ => Authority::open_or_create(&config, &keys, now),
+    }
+    .map_err(|source| CaError::Authority {
+        dir: cert_dir,
+        source,
+    })?;
     tracing::info!(
         origin = ?authority.origin(),
         root = %authority.root().subject,

@@ -10,7 +10,7 @@ use certledger_ca::{CertificateUrls, IssuancePolicy, KeyEncryptionKey};
 use certledger_runtime::config::{Args, ConfigError, Flag};
 use certledger_runtime::server::{DEFAULT_MAX_REQUEST_BYTES, ServerOptions};
 
-use crate::ca::CaSettings;
+use crate::ca::{CaImport, CaSettings};
 use crate::http01::Http01Settings;
 use crate::issuer::{IssuerSettings, RetryPolicy};
 
@@ -60,6 +60,21 @@ pub const FLAGS: &[Flag] = &[
         "the key-encryption key itself (64 hex digits); prefer --kek-file",
     )
     .secret(),
+    Flag::value(
+        "import-root-cert",
+        "CERTLEDGER_IMPORT_ROOT_CERT",
+        "at first start, import this root certificate (PEM) instead of creating a CA; with --import-intermediate-cert and --import-intermediate-key",
+    ),
+    Flag::value(
+        "import-intermediate-cert",
+        "CERTLEDGER_IMPORT_INTERMEDIATE_CERT",
+        "the intermediate (issuing) certificate to import (PEM, signed by the root)",
+    ),
+    Flag::value(
+        "import-intermediate-key",
+        "CERTLEDGER_IMPORT_INTERMEDIATE_KEY",
+        "the intermediate's private key to import (PEM); stored in the key store",
+    ),
     Flag::value(
         "issuer-id",
         "CERTLEDGER_ISSUER_ID",
@@ -172,6 +187,8 @@ pub struct IssuanceConfig {
     pub ca: CaSettings,
     /// The key-encryption key, if configured.
     pub kek: Option<KeyEncryptionKey>,
+    /// An existing CA to import at first start, instead of creating one.
+    pub import: Option<CaImport>,
     /// Issuer behaviour.
     pub issuer: IssuerSettings,
     /// Recovery scan at start.
@@ -232,6 +249,25 @@ impl IssuanceConfig {
                 Some(KeyEncryptionKey::from_hex(hex).map_err(|e| args.error("kek", e))?)
             }
             (None, None) => None,
+        };
+
+        let import = match (
+            args.value("import-root-cert"),
+            args.value("import-intermediate-cert"),
+            args.value("import-intermediate-key"),
+        ) {
+            (None, None, None) => None,
+            (Some(root), Some(intermediate), Some(key)) => Some(CaImport {
+                root_cert: PathBuf::from(root),
+                intermediate_cert: PathBuf::from(intermediate),
+                intermediate_key: PathBuf::from(key),
+            }),
+            _ => {
+                return Err(args.error(
+                    "import-root-cert",
+                    "importing a CA needs all three of --import-root-cert, --import-intermediate-cert and --import-intermediate-key",
+                ));
+            }
         };
 
         let issuer_id = args.required("issuer-id")?.to_owned();
@@ -346,6 +382,7 @@ impl IssuanceConfig {
                 urls,
             },
             kek,
+            import,
             issuer,
             recover: args.switch("recover")?,
             server: ServerOptions {

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use certledger_issuance::ca::open_ca;
+use certledger_issuance::ca::open_or_import_ca;
 use certledger_issuance::config::{FLAGS, IssuanceConfig};
 use certledger_issuance::{IssuanceSetup, start};
 use certledger_runtime::config::{Parsed, from_env};
@@ -51,7 +51,8 @@ async fn run(config: IssuanceConfig) -> anyhow::Result<()> {
     use anyhow::Context;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
-    let ca = open_ca(&config.ca, config.kek.clone()).context("opening the CA (--data-dir)")?;
+    let ca = open_or_import_ca(&config.ca, config.kek.clone(), config.import.as_ref())
+        .context("opening the CA (--data-dir, --import-*)")?;
     let log = open_log(&config.database_url, &config.pg_schema)
         .await
         .context("opening the event log (--database-url)")?;
