@@ -384,8 +384,8 @@ async fn preconditions_tenants_and_file_targets() {
     assert_eq!(listed.targets.len(), 1);
     assert!(!listed.targets[0].removed);
 
-    // Revoked: the deployment is flagged serving_revoked (operators see the target still
-    // serves it), and a revoked certificate cannot be deployed again.
+    // Revoked: the deployment is serving_revoked, the target is flagged with an event
+    // (operators see it still serves it), and a revoked certificate cannot be deployed again.
     {
         use certledger_domain::certificate::{RecordRevoked, RequestRevocation};
         use certledger_proto::common::v1::RevocationReason;
@@ -416,6 +416,25 @@ async fn preconditions_tenants_and_file_targets() {
             .await
             .as_deref(),
         Some("serving_revoked")
+    );
+    // The reaction to the revocation records that this file target still holds it.
+    eventually(DEADLINE, "RevokedCertificateServed", || async {
+        let types = stack.history_types(&mine.certificate_id, "acme").await;
+        types
+            .iter()
+            .any(|t| t == "RevokedCertificateServed")
+            .then_some(())
+    })
+    .await
+    .expect("the revoked certificate is flagged on its target");
+    let types = stack.history_types(&mine.certificate_id, "acme").await;
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "RevokedCertificateServed")
+            .count(),
+        1,
+        "{types:?}"
     );
     let second_target = client
         .register_target(as_tenant(

@@ -1254,6 +1254,52 @@ fn revocation_is_requested_then_recorded_and_flags_deployments() {
 }
 
 #[test]
+fn a_target_still_serving_a_revoked_certificate_is_flagged_once() {
+    let flag = || FlagRevokedServed {
+        deployment_id: DEPLOYMENT.into(),
+        target_id: TARGET.into(),
+        observed: "TLS handshake on 127.0.0.1:8443 served the revoked certificate".into(),
+    };
+    // Not revoked: nothing to flag.
+    given(deployed()).when(flag()).then_refused(Rule::Lifecycle);
+    let revoked = run(
+        deployed(),
+        RecordRevoked {
+            reason: RevocationReason::KeyCompromise,
+            revoked_at: t0() + days(5),
+        },
+    );
+    let history = given(revoked)
+        .when(flag())
+        .then([Event::RevokedCertificateServed(
+            ev::RevokedCertificateServed {
+                deployment_id: DEPLOYMENT.into(),
+                target_id: TARGET.into(),
+                observed: "TLS handshake on 127.0.0.1:8443 served the revoked certificate".into(),
+            },
+        )]);
+    let state = fold(&history);
+    assert!(
+        state
+            .deployment(TARGET)
+            .is_some_and(|d| d.revoked_served_flagged)
+    );
+    // Once per deployment.
+    given(history.clone()).when(flag()).then_nothing();
+    // A target that no longer serves it is not flagged.
+    let removed = run(
+        history,
+        RemoveDeployment {
+            deployment_id: DEPLOYMENT.into(),
+            target_id: TARGET.into(),
+        },
+    );
+    given(removed)
+        .when(flag())
+        .then_refused(Rule::DeploymentState);
+}
+
+#[test]
 fn a_deployment_verified_after_revocation_is_serving_revoked_never_active() {
     let history = run(issued(), request_deployment(t0() + days(2)));
     let history = run(

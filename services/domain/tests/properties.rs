@@ -170,6 +170,9 @@ enum Action {
         target: u8,
         right: bool,
     },
+    FlagServed {
+        target: u8,
+    },
     Drift {
         target: u8,
     },
@@ -220,6 +223,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => t.clone().prop_map(|target| A::Remove { target }),
         2 => (t.clone(), prop::bool::weighted(0.9)).prop_map(|(target, right)| A::Replace { target, right }),
         2 => t.clone().prop_map(|target| A::Drift { target }),
+        2 => t.clone().prop_map(|target| A::FlagServed { target }),
         2 => t.prop_map(|target| A::Restore { target }),
         4 => (0u8..3, any::<u8>()).prop_map(|(successor, window)| A::Renew { successor, window }),
         1 => (0u8..3).prop_map(|successor| A::RenewalFailed { successor }),
@@ -452,6 +456,12 @@ fn command(action: &Action, state: &CertificateState, now: DateTime<Utc>) -> Cer
             observed: String::new(),
         }
         .into(),
+        A::FlagServed { target: t } => FlagRevokedServed {
+            deployment_id: current_deployment(*t),
+            target_id: deployed_target(*t),
+            observed: "TLS handshake served the revoked certificate".into(),
+        }
+        .into(),
         A::Restore { target: t } => RecordDeploymentRestored {
             deployment_id: current_deployment(*t),
             target_id: deployed_target(*t),
@@ -623,6 +633,7 @@ fn walks_reach_every_event_type() {
         "RevocationRequested",
         "CertificateRevoked",
         "PrivateKeyExported",
+        "RevokedCertificateServed",
     ];
     let missing: Vec<_> = all.iter().filter(|t| !seen.contains(*t)).collect();
     assert!(missing.is_empty(), "never reached: {missing:?}");

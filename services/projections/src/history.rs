@@ -283,6 +283,10 @@ pub fn summarize(event: &Event) -> String {
             }
         ),
         Event::DeploymentRestored(e) => format!("target {} serves it again", e.target_id),
+        Event::RevokedCertificateServed(e) => format!(
+            "target {} still serves it after revocation ({})",
+            e.target_id, e.observed
+        ),
         Event::RenewalStarted(e) => format!(
             "successor {} ({}, by {})",
             e.successor_id, e.reason, e.trigger

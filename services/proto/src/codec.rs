@@ -114,6 +114,7 @@ codec!(
     RevocationRequested,
     CertificateRevoked,
     PrivateKeyExported,
+    RevokedCertificateServed,
 );
 
 codec!(TargetEvent, target_event, TargetRegistered, TargetRemoved);

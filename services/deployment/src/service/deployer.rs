@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use certledger_ca::KeyStore;
 use certledger_domain::certificate::{
-    CertificateCommand, CertificateState, Deployment, DeploymentState, RecordDeploymentDrifted,
-    RecordDeploymentFailed, RecordDeploymentReplaced, RecordDeploymentRestored,
-    RecordDeploymentSucceeded, RemoveDeployment, RequestDeployment,
+    CertificateCommand, CertificateState, Deployment, DeploymentState, FlagRevokedServed,
+    RecordDeploymentDrifted, RecordDeploymentFailed, RecordDeploymentReplaced,
+    RecordDeploymentRestored, RecordDeploymentSucceeded, RemoveDeployment, RequestDeployment,
 };
 use certledger_domain::target::{TargetState, ensure_deployable};
 use certledger_domain::{DomainError, Rule};
@@ -624,6 +624,11 @@ impl Deployer {
             Err(e) => (String::new(), clip(&e.to_string())),
         };
         if fingerprint == expected {
+            if d.state == DeploymentState::ServingRevoked && !d.revoked_served_flagged {
+                self.flag_revoked_served(ctx, certificate_id, &d, observed)
+                    .await?;
+                return Ok(Some(Probed::Unchanged));
+            }
             if d.state == DeploymentState::Drifted {
                 self.certificates
                     .execute(
@@ -661,6 +666,71 @@ impl Deployer {
             return Ok(Some(Probed::Drifted));
         }
         Ok(Some(Probed::Unchanged))
+    }
+}
+
+impl Deployer {
+    /// After a revocation: records `RevokedCertificateServed` for every target that still
+    /// serves the certificate — checked by a TLS handshake on nginx targets; file and
+    /// webhook targets still hold it until something replaces it.
+    pub async fn flag_revoked(
+        &self,
+        ctx: &CallContext,
+        certificate_id: &str,
+    ) -> Result<(), RepositoryError> {
+        let loaded = self.certificates.load(certificate_id, None).await?;
+        for (target_id, d) in &loaded.state.deployments {
+            if d.state != DeploymentState::ServingRevoked || d.revoked_served_flagged {
+                continue;
+            }
+            let target = self.targets.read(target_id).await?;
+            match &target.kind {
+                Some(Kind::Nginx(_)) => {
+                    self.probe(ctx, certificate_id, target_id).await?;
+                }
+                Some(Kind::File(_)) => {
+                    let observed =
+                        "file target: the revoked certificate's files are still installed";
+                    self.flag_revoked_served(ctx, certificate_id, d, observed.into())
+                        .await?;
+                }
+                Some(Kind::Webhook(_)) => {
+                    let observed = "webhook target: the receiver was given this certificate and no replacement";
+                    self.flag_revoked_served(ctx, certificate_id, d, observed.into())
+                        .await?;
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn flag_revoked_served(
+        &self,
+        ctx: &CallContext,
+        certificate_id: &str,
+        d: &Deployment,
+        observed: String,
+    ) -> Result<(), RepositoryError> {
+        self.certificates
+            .execute(
+                certificate_id,
+                ctx,
+                Expect::Any,
+                FlagRevokedServed {
+                    deployment_id: d.deployment_id.clone(),
+                    target_id: d.target_id.clone(),
+                    observed,
+                }
+                .into(),
+            )
+            .await?;
+        tracing::warn!(
+            certificate_id,
+            target_id = %d.target_id,
+            "target still serves a revoked certificate; deploy a replacement"
+        );
+        Ok(())
     }
 }
 

@@ -5,10 +5,10 @@
 //!   with `replaces_certificate_id`; once verified, the predecessor's deployment there is
 //!   recorded `DeploymentReplaced`. The deployment id is derived from (successor, target),
 //!   so a repeated event finds the deployment already there and changes nothing.
-//! * `CertificateRevoked`: the domain itself turns every active deployment into
-//!   `serving_revoked` when the revocation is recorded (a `DeploymentDrifted` cannot be
-//!   recorded — the target still serves exactly this certificate); the reaction names each
-//!   such target in the log so operators see it, and the drift probe keeps watching them.
+//! * `CertificateRevoked`: the domain turns every active deployment into
+//!   `serving_revoked`; the reaction checks each such target (a TLS handshake on nginx
+//!   targets) and records `RevokedCertificateServed` for every one still serving it, once
+//!   per deployment (the drift probe records it too when it finds one later).
 
 use async_trait::async_trait;
 use certledger_domain::certificate::DeploymentState;
@@ -110,23 +110,13 @@ impl DeploymentReactions {
         Ok(())
     }
 
-    async fn on_revoked(&self, certificate_id: &str) -> Result<(), RepositoryError> {
-        let loaded = self
-            .deployer
-            .certificates()
-            .load(certificate_id, None)
-            .await?;
-        for (target_id, d) in &loaded.state.deployments {
-            if d.state == DeploymentState::ServingRevoked {
-                tracing::warn!(
-                    certificate_id,
-                    target_id,
-                    deployment_id = %d.deployment_id,
-                    "target still serves a revoked certificate (deployment is serving_revoked); deploy a replacement"
-                );
-            }
-        }
-        Ok(())
+    async fn on_revoked(
+        &self,
+        certificate_id: &str,
+        event: &RecordedEvent,
+    ) -> Result<(), RepositoryError> {
+        let ctx = CallContext::reaction(event, ACTOR);
+        self.deployer.flag_revoked(&ctx, certificate_id).await
     }
 }
 
@@ -138,7 +128,7 @@ impl Handler for DeploymentReactions {
         };
         let result = match event.event_type.as_str() {
             "CertificateIssued" => self.on_issued(certificate_id, event).await,
-            "CertificateRevoked" => self.on_revoked(certificate_id).await,
+            "CertificateRevoked" => self.on_revoked(certificate_id, event).await,
             _ => Ok(()),
         };
         match result {

@@ -211,6 +211,17 @@ pub struct RecordDeploymentDrifted {
     pub observed: String,
 }
 
+/// Record that a target still serves this certificate after its revocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlagRevokedServed {
+    /// The deployment.
+    pub deployment_id: String,
+    /// Its target.
+    pub target_id: String,
+    /// How it was established.
+    pub observed: String,
+}
+
 /// Record that a drifted target serves this certificate again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordDeploymentRestored {
@@ -352,6 +363,8 @@ pub enum CertificateCommand {
     RecordDeploymentReplaced(RecordDeploymentReplaced),
     /// See [`RecordDeploymentDrifted`].
     RecordDeploymentDrifted(RecordDeploymentDrifted),
+    /// See [`FlagRevokedServed`].
+    FlagRevokedServed(FlagRevokedServed),
     /// See [`RecordDeploymentRestored`].
     RecordDeploymentRestored(RecordDeploymentRestored),
     /// See [`StartRenewal`].
@@ -401,6 +414,7 @@ from_command!(
     RemoveDeployment,
     RecordDeploymentReplaced,
     RecordDeploymentDrifted,
+    FlagRevokedServed,
     RecordDeploymentRestored,
     StartRenewal,
     RecordRenewalFailed,
@@ -433,6 +447,7 @@ impl CertificateCommand {
             CertificateCommand::RemoveDeployment(_) => "RemoveDeployment",
             CertificateCommand::RecordDeploymentReplaced(_) => "RecordDeploymentReplaced",
             CertificateCommand::RecordDeploymentDrifted(_) => "RecordDeploymentDrifted",
+            CertificateCommand::FlagRevokedServed(_) => "FlagRevokedServed",
             CertificateCommand::RecordDeploymentRestored(_) => "RecordDeploymentRestored",
             CertificateCommand::StartRenewal(_) => "StartRenewal",
             CertificateCommand::RecordRenewalFailed(_) => "RecordRenewalFailed",

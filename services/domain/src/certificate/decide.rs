@@ -15,8 +15,8 @@ use certledger_proto::events::v1::{
     DeploymentDrifted, DeploymentFailed, DeploymentRemoved, DeploymentReplaced,
     DeploymentRequested, DeploymentRestored, DeploymentSucceeded, DomainValidated,
     ExpiryApproaching, IssuanceFailed, IssuanceIntended, KeyGenerated, OrderCancelled,
-    PrivateKeyExported, RenewalFailed, RenewalStarted, RevocationRequested, ValidationFailed,
-    ValidationPassed, ValidationStarted,
+    PrivateKeyExported, RenewalFailed, RenewalStarted, RevocationRequested,
+    RevokedCertificateServed, ValidationFailed, ValidationPassed, ValidationStarted,
 };
 use chrono::{DateTime, Utc};
 
@@ -67,6 +67,7 @@ pub fn decide(
         C::RemoveDeployment(c) => remove_deployment(c, state),
         C::RecordDeploymentReplaced(c) => deployment_replaced(c, state),
         C::RecordDeploymentDrifted(c) => deployment_drifted(c, state),
+        C::FlagRevokedServed(c) => revoked_served(c, state),
         C::RecordDeploymentRestored(c) => deployment_restored(c, state),
         C::StartRenewal(c) => start_renewal(c, state),
         C::RecordRenewalFailed(c) => renewal_failed(c, state),
@@ -928,6 +929,37 @@ fn deployment_drifted(
         _ => Err(deployment_state_error(
             d,
             "only a verified deployment can drift",
+        )),
+    }
+}
+
+fn revoked_served(
+    c: &FlagRevokedServed,
+    state: &CertificateState,
+) -> Result<Vec<Event>, DomainError> {
+    let d = deployment(state, &c.deployment_id, &c.target_id)?;
+    validate::text("observed", &c.observed, true)?;
+    if state.status != Status::Revoked {
+        return Err(DomainError::precondition(
+            Rule::Lifecycle,
+            format!(
+                "certificate is {}; only a revoked certificate is flagged as still served",
+                state.status
+            ),
+        ));
+    }
+    match d.state {
+        DeploymentState::ServingRevoked if d.revoked_served_flagged => Ok(vec![]),
+        DeploymentState::ServingRevoked => Ok(vec![Event::RevokedCertificateServed(
+            RevokedCertificateServed {
+                deployment_id: c.deployment_id.clone(),
+                target_id: c.target_id.clone(),
+                observed: c.observed.clone(),
+            },
+        )]),
+        _ => Err(deployment_state_error(
+            d,
+            "only a deployment that was serving at revocation can still serve it",
         )),
     }
 }

@@ -166,6 +166,7 @@ pub fn evolve(mut state: CertificateState, event: &Event) -> CertificateState {
                     replaced_by: None,
                     failure: None,
                     observed_fingerprint: None,
+                    revoked_served_flagged: false,
                 },
             );
         }
@@ -202,6 +203,11 @@ pub fn evolve(mut state: CertificateState, event: &Event) -> CertificateState {
             if let Some(d) = current_deployment(&mut state, &e.target_id, &e.deployment_id) {
                 d.state = DeploymentState::Drifted;
                 d.observed_fingerprint = Some(e.observed_fingerprint.clone());
+            }
+        }
+        Event::RevokedCertificateServed(e) => {
+            if let Some(d) = current_deployment(&mut state, &e.target_id, &e.deployment_id) {
+                d.revoked_served_flagged = true;
             }
         }
         Event::DeploymentRestored(e) => {

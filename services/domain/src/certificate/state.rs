@@ -323,6 +323,9 @@ pub struct Deployment {
     pub failure: Option<DeploymentFailure>,
     /// The fingerprint last seen served, when drifted.
     pub observed_fingerprint: Option<String>,
+    /// Whether the target was flagged as still serving this certificate after its
+    /// revocation (RevokedCertificateServed).
+    pub revoked_served_flagged: bool,
 }
 
 /// A revocation asked for, not yet carried out.
