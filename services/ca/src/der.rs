@@ -35,7 +35,8 @@ pub(crate) fn pem_encode(tag: &str, der: &[u8]) -> String {
     )
 }
 
-fn push_len(out: &mut Vec<u8>, len: usize) {
+/// Appends a DER length.
+pub fn push_len(out: &mut Vec<u8>, len: usize) {
     if len < 0x80 {
         out.push(len as u8);
     } else {
@@ -51,7 +52,7 @@ fn push_len(out: &mut Vec<u8>, len: usize) {
 }
 
 /// One DER tag-length-value.
-pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len() + 6);
     out.push(tag);
     push_len(&mut out, content.len());

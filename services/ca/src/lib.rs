@@ -20,7 +20,8 @@
 
 pub mod authority;
 pub mod csr;
-mod der;
+/// Small DER encoding helpers shared with the revocation service's CRL/OCSP code.
+pub mod der;
 pub mod keys;
 pub mod keystore;
 pub mod profile;

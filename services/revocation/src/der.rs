@@ -154,30 +154,7 @@ pub(crate) fn parse_single<'a>(
     Ok(tlv)
 }
 
-/// Appends a DER length.
-fn push_len(out: &mut Vec<u8>, len: usize) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let first = bytes
-            .iter()
-            .position(|b| *b != 0)
-            .unwrap_or(bytes.len() - 1);
-        let significant = &bytes[first..];
-        out.push(0x80 | significant.len() as u8);
-        out.extend_from_slice(significant);
-    }
-}
-
-/// One element from its tag and content.
-pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + 6);
-    out.push(tag);
-    push_len(&mut out, content.len());
-    out.extend_from_slice(content);
-    out
-}
+pub(crate) use certledger_ca::der::{push_len, tlv};
 
 /// A constructed element from the concatenation of already encoded parts.
 pub(crate) fn constructed(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
