@@ -64,24 +64,32 @@ pub struct StartedIssuance {
     pub issuer: Arc<Issuer>,
 }
 
-/// Starts the issuance service in the background: gRPC server, consumer, timers and
-/// (optionally) the recovery scan.
-pub async fn start(
-    setup: IssuanceSetup,
-    shutdown: CancellationToken,
-) -> std::io::Result<StartedIssuance> {
+/// The issuance service's gRPC service, its issuer and its background tasks (consumer,
+/// timers, recovery scan and the tasks given in the setup), for a caller that serves it
+/// on a server of its own (certd serves several services on one address). `listen` and
+/// `server` of the setup are not used.
+pub struct IssuanceParts {
+    /// The gRPC service.
+    pub server: IssuanceServiceServer<IssuanceService>,
+    /// The issuer (for tests and tools).
+    pub issuer: Arc<Issuer>,
+    /// Background tasks to await on stop.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Builds the issuance service and starts its consumer, timers and (optionally) the
+/// recovery scan, without a server (see [`start`]).
+pub fn build(setup: IssuanceSetup, shutdown: CancellationToken) -> IssuanceParts {
     let IssuanceSetup {
         log,
         source,
         authority,
         keys,
         settings,
-        listen,
-        server,
         recover,
         mut tasks,
+        ..
     } = setup;
-    let grpc = GrpcServer::bind(listen, server).await?;
     let issuer_id = settings.issuer_id.clone();
     let issuer = Arc::new(Issuer::new(
         CertificateRepository::new(log.clone()),
@@ -106,7 +114,26 @@ pub async fn start(
         }));
     }
     let service = IssuanceService::new(log, authority, keys, issuer_id);
-    let routes = Routes::new(service.into_server());
+    IssuanceParts {
+        server: service.into_server(),
+        issuer,
+        tasks,
+    }
+}
+
+/// Starts the issuance service in the background: gRPC server, consumer, timers and
+/// (optionally) the recovery scan.
+pub async fn start(
+    setup: IssuanceSetup,
+    shutdown: CancellationToken,
+) -> std::io::Result<StartedIssuance> {
+    let grpc = GrpcServer::bind(setup.listen, setup.server.clone()).await?;
+    let IssuanceParts {
+        server,
+        issuer,
+        tasks,
+    } = build(setup, shutdown.clone());
+    let routes = Routes::new(server);
     let service = RunningService::spawn(grpc, routes, &[SERVICE_NAME], shutdown, tasks);
     Ok(StartedIssuance { service, issuer })
 }

@@ -48,20 +48,26 @@ pub struct OrderSetup {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Starts the order service in the background.
-pub async fn start(
-    setup: OrderSetup,
-    shutdown: CancellationToken,
-) -> std::io::Result<RunningService> {
+/// The order service's gRPC service and its background tasks (the list consumer and the
+/// tasks given in the setup), for a caller that serves it on a server of its own (certd
+/// serves several services on one address). `listen` and `server` of the setup are not
+/// used.
+pub struct OrderParts {
+    /// The gRPC service.
+    pub server: OrderServiceServer<OrderService>,
+    /// Background tasks to await on stop.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Builds the order service and starts its consumer, without a server (see [`start`]).
+pub fn build(setup: OrderSetup, shutdown: CancellationToken) -> OrderParts {
     let OrderSetup {
         log,
-        listen,
-        issuers,
-        server,
         list,
+        issuers,
         mut tasks,
+        ..
     } = setup;
-    let grpc = GrpcServer::bind(listen, server).await?;
     let list_model = list.as_ref().map(|(model, _)| model.clone());
     if let Some((model, source)) = list {
         let handler = Arc::new(model.projection(CertificateRepository::new(log.clone())));
@@ -72,8 +78,21 @@ pub async fn start(
             shutdown.clone(),
         ));
     }
-    let service = OrderService::new(log, issuers, list_model, shutdown.clone());
-    let routes = Routes::new(service.into_server());
+    let service = OrderService::new(log, issuers, list_model, shutdown);
+    OrderParts {
+        server: service.into_server(),
+        tasks,
+    }
+}
+
+/// Starts the order service in the background.
+pub async fn start(
+    setup: OrderSetup,
+    shutdown: CancellationToken,
+) -> std::io::Result<RunningService> {
+    let grpc = GrpcServer::bind(setup.listen, setup.server.clone()).await?;
+    let OrderParts { server, tasks } = build(setup, shutdown.clone());
+    let routes = Routes::new(server);
     Ok(RunningService::spawn(
         grpc,
         routes,

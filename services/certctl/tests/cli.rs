@@ -1,0 +1,330 @@
+//! certctl as a process against certd (started in this process on a temporary data
+//! directory): order → approve → issued → history → export → CA chain checked by
+//! `openssl verify`; precise errors with a non-zero exit.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Output;
+
+use anyhow::{Context, bail, ensure};
+use tokio_util::sync::CancellationToken;
+
+struct Certd {
+    server: String,
+    shutdown: CancellationToken,
+    running: certledger_certd::Certd,
+}
+
+async fn start_certd(data: &Path) -> anyhow::Result<Certd> {
+    let argv = [
+        "--data-dir",
+        &data.display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let config = certledger_certd::configure(argv, |_| None)?.context("configuration")?;
+    let shutdown = CancellationToken::new();
+    let running = certledger_certd::start(&config, shutdown.clone()).await?;
+    Ok(Certd {
+        server: format!("http://{}", running.grpc_addr()),
+        shutdown,
+        running,
+    })
+}
+
+async fn certctl(server: &str, args: &[&str]) -> anyhow::Result<Output> {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_certctl"))
+        .args(args)
+        .env("CERTLEDGER_SERVER", server)
+        .env_remove("CERTLEDGER_TENANT")
+        .output()
+        .await?;
+    Ok(output)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn ok(server: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = certctl(server, args).await?;
+    if !out.status.success() {
+        bail!(
+            "certctl {args:?} failed ({}): {}{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    Ok(text(&out.stdout))
+}
+
+async fn json(server: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = ok(server, &all).await?;
+    serde_json::from_str(&out).with_context(|| format!("certctl {args:?} printed {out:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn order_approve_history_export_and_verify() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let certd = start_certd(&data.path().join("data")).await?;
+    let server = certd.server.clone();
+
+    // Order with the application inline and a generated key; approval is the default.
+    let ordered = json(
+        &server,
+        &[
+            "order",
+            "--domain",
+            "app.example.test",
+            "--domain",
+            "www.example.test",
+            "--generate-key",
+            "ecdsa-p256",
+            "--validity-days",
+            "90",
+        ],
+    )
+    .await?;
+    let id = ordered["certificate_id"]
+        .as_str()
+        .context("certificate_id")?
+        .to_owned();
+    ensure!(
+        ordered["spec"]["validation_method"] == "approval",
+        "{ordered}"
+    );
+    ensure!(
+        ordered["spec"]["domain_slots"]["kind"] == "multi",
+        "{ordered}"
+    );
+
+    // The human output names the certificate and the next step.
+    let got = ok(&server, &["get", &id]).await?;
+    ensure!(
+        got.contains(&id) && got.contains("app.example.test"),
+        "{got}"
+    );
+
+    // Approve and wait until issued.
+    let approved = ok(&server, &["approve", &id, "--comment", "test", "--wait"]).await?;
+    ensure!(approved.contains("status:       issued"), "{approved}");
+    let issued = json(&server, &["get", &id]).await?;
+    ensure!(issued["status"] == "issued", "{issued}");
+    ensure!(
+        !issued["serial"].as_str().unwrap_or("").is_empty(),
+        "{issued}"
+    );
+
+    // The listing (a read model fed by the event stream) shows it soon.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let list = json(&server, &["list", "--status", "issued"]).await?;
+        if list
+            .as_array()
+            .is_some_and(|l| l.iter().any(|c| c["certificate_id"] == id.as_str()))
+        {
+            break;
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "not listed: {list}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // A readable timeline, in order.
+    let history = ok(&server, &["history", &id]).await?;
+    let mut at = 0;
+    for event in [
+        "CertificateOrdered",
+        "ApplicationSubmitted",
+        "KeyGenerated",
+        "ApplicationApproved",
+        "CertificateIssued",
+    ] {
+        let found = history[at..]
+            .find(event)
+            .with_context(|| format!("{event} after byte {at} in:\n{history}"))?;
+        at += found;
+    }
+    ensure!(history.contains("approved by"), "{history}");
+
+    // Export with the key: files, the key 0600, a warning on stderr.
+    let out_dir = data.path().join("export");
+    let export = certctl(
+        &server,
+        &[
+            "export",
+            &id,
+            "--include-private-key",
+            "--out",
+            &out_dir.display().to_string(),
+        ],
+    )
+    .await?;
+    ensure!(export.status.success(), "{}", text(&export.stderr));
+    ensure!(text(&export.stderr).contains("WARNING"), "no warning");
+    for file in ["cert.pem", "chain.pem", "fullchain.pem", "key.pem"] {
+        ensure!(out_dir.join(file).exists(), "{file} missing");
+    }
+    let mode = std::fs::metadata(out_dir.join("key.pem"))?
+        .permissions()
+        .mode()
+        & 0o777;
+    ensure!(mode == 0o600, "key.pem has mode {mode:o}");
+    let key = std::fs::read_to_string(out_dir.join("key.pem"))?;
+    ensure!(key.contains("PRIVATE KEY"), "{key}");
+    let history = ok(&server, &["history", &id]).await?;
+    ensure!(history.contains("PrivateKeyExported"), "{history}");
+
+    // The CA chain certctl prints verifies the exported certificate with openssl.
+    let chain = ok(&server, &["ca"]).await?;
+    let root_at = chain
+        .rfind("-----BEGIN CERTIFICATE-----")
+        .context("no certificate in the chain")?;
+    std::fs::write(data.path().join("root.pem"), &chain[root_at..])?;
+    std::fs::write(data.path().join("ca-chain.pem"), &chain)?;
+    let verify = tokio::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(data.path().join("root.pem"))
+        .arg("-untrusted")
+        .arg(data.path().join("ca-chain.pem"))
+        .arg(out_dir.join("cert.pem"))
+        .output()
+        .await
+        .context("running openssl (apt-get install openssl)")?;
+    ensure!(
+        verify.status.success(),
+        "openssl verify: {}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+
+    certd.shutdown.cancel();
+    certd.running.wait().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_idempotency_tenants_and_watch() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let certd = start_certd(&data.path().join("data")).await?;
+    let server = certd.server.clone();
+
+    // Embedded certd allows validation none: --wait returns once issued.
+    let order = [
+        "order",
+        "--domain",
+        "laptop.example.test",
+        "--validation",
+        "none",
+        "--idempotency-key",
+        "k1",
+        "--wait",
+    ];
+    let issued = json(&server, &order).await?;
+    ensure!(issued["status"] == "issued", "{issued}");
+    let id = issued["certificate_id"].as_str().context("id")?.to_owned();
+
+    // The same idempotency key gives the same certificate; --quiet prints only its id.
+    let mut again = order.to_vec();
+    again.pop();
+    again.push("--quiet");
+    let replayed = ok(&server, &again).await?;
+    ensure!(replayed.trim() == id, "{replayed} != {id}");
+
+    // Another tenant does not see it.
+    let other = certctl(&server, &["--tenant", "acme", "get", &id]).await?;
+    ensure!(!other.status.success());
+    ensure!(
+        text(&other.stderr).contains("NOT_FOUND"),
+        "{}",
+        text(&other.stderr)
+    );
+    let mine = json(&server, &["--tenant", "acme", "list"]).await?;
+    ensure!(mine.as_array().is_some_and(Vec::is_empty), "{mine}");
+
+    // watch prints the history and keeps following.
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_certctl"))
+        .args(["--server", &server, "watch", &id])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = watch.stdout.take().context("stdout")?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains("CertificateIssued") {
+                return anyhow::Ok(true);
+            }
+        }
+        anyhow::Ok(false)
+    })
+    .await??;
+    ensure!(seen, "watch ended without the issued event");
+    ensure!(
+        watch.try_wait()?.is_none(),
+        "watch stopped after the history"
+    );
+    watch.start_kill()?;
+
+    certd.shutdown.cancel();
+    certd.running.wait().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_name_the_status_and_the_field() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let certd = start_certd(&data.path().join("data")).await?;
+    let server = certd.server.clone();
+
+    let bad = certctl(
+        &server,
+        &[
+            "order",
+            "--domain",
+            "bad..example.test",
+            "--generate-key",
+            "ecdsa-p256",
+        ],
+    )
+    .await?;
+    ensure!(!bad.status.success(), "a bad domain was accepted");
+    let stderr = text(&bad.stderr);
+    ensure!(stderr.contains("INVALID_ARGUMENT"), "{stderr}");
+    ensure!(stderr.contains("domains[0]"), "{stderr}");
+
+    let missing = certctl(&server, &["get", "01900000-0000-7000-8000-000000000000"]).await?;
+    ensure!(!missing.status.success());
+    ensure!(
+        text(&missing.stderr).contains("NOT_FOUND"),
+        "{}",
+        text(&missing.stderr)
+    );
+
+    let usage = certctl(
+        &server,
+        &["order", "--generate-key", "dsa", "--domain", "a.test"],
+    )
+    .await?;
+    ensure!(usage.status.code() == Some(2), "{usage:?}");
+
+    certd.shutdown.cancel();
+    certd.running.wait().await?;
+
+    // Nobody listening: UNAVAILABLE with a hint.
+    let down = certctl(&server, &["get", "x"]).await?;
+    ensure!(!down.status.success());
+    ensure!(
+        text(&down.stderr).contains("UNAVAILABLE"),
+        "{}",
+        text(&down.stderr)
+    );
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! `certd`: every certledger service in one process (see the library docs). Prints
+//! `listening on <grpc addr>` and, with the dashboard, `listening on http://<addr>` on
+//! stdout; what to do next and the logs go to stderr. Stops on SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use certledger_certd::{CertdConfig, configure, start};
+use certledger_runtime::server::cancel_on_signals;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match configure(std::env::args().skip(1).collect(), |k| {
+        std::env::var(k).ok()
+    }) {
+        Ok(Some(config)) => config,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("certd: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    certledger_runtime::telemetry::init();
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "certd failed");
+            eprintln!("certd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: CertdConfig) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    let certd = start(&config, shutdown).await?;
+    let grpc = certd.grpc_addr();
+    println!("listening on {grpc}");
+    if let Some(http) = certd.http_addr() {
+        println!("listening on http://{http}");
+    }
+    let _ = std::io::stdout().flush();
+    eprintln!("{}", banner(&config, &certd));
+    tracing::info!(%grpc, embedded = config.embedded, nats = config.issuance.nats_url.is_some(), "certd started");
+    certd.wait().await?;
+    tracing::info!("certd stopped");
+    Ok(())
+}
+
+fn banner(config: &CertdConfig, certd: &certledger_certd::Certd) -> String {
+    let grpc = certd.grpc_addr();
+    let mut out = String::from("\ncertd is running.\n");
+    if config.embedded {
+        out.push_str(&format!(
+            "  data:        {} (embedded SQLite, CA and keys)\n",
+            config.data_dir.display()
+        ));
+    } else {
+        out.push_str(&format!(
+            "  data:        PostgreSQL; CA and keys in {}; events {}\n",
+            config.data_dir.display(),
+            if config.issuance.nats_url.is_some() {
+                "through NATS JetStream"
+            } else {
+                "by tailing the SQL log"
+            }
+        ));
+    }
+    out.push_str(&format!(
+        "  gRPC:        {grpc} (OrderService, IssuanceService, health, reflection)\n"
+    ));
+    if let Some(http) = certd.http_addr() {
+        out.push_str(&format!(
+            "  dashboard:   http://{http}/  (JSON under /api/, Prometheus /metrics)\n"
+        ));
+    }
+    if config.issuance.issuer.allow_no_validation {
+        out.push_str(
+            "\n  NOTE: validation method `none` is allowed: this is a laptop CA that signs any name\n  \
+             it is asked for. Its root is trusted only where you install it. Refuse it with\n  \
+             --allow-no-validation=false.\n",
+        );
+    }
+    let server = if grpc.to_string() == certledger_certd::DEFAULT_LISTEN {
+        String::new()
+    } else {
+        format!(" --server http://{grpc}")
+    };
+    out.push_str(&format!(
+        "\nNext, in another terminal:\n  \
+         cargo run -q -p certledger-certctl --{server} order --domain example.test --generate-key ecdsa-p256 --validation approval\n  \
+         cargo run -q -p certledger-certctl --{server} approve <certificate id>\n"
+    ));
+    out
+}
