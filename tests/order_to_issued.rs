@@ -3,7 +3,7 @@
 //! until issued and checked with the openssl command; then the issuance process is
 //! killed in the middle of a batch and every order still ends issued exactly once.
 
-use certledger_e2e::{Schema, Service, args, pg_url};
+use certledger_e2e::{Service, TestDb, args};
 use certledger_proto::common::v1::{
     CertificateSpec, CertificateStatus, DomainSlotKind, DomainSlots, KeyAlgorithm, ValidationMethod,
 };
@@ -41,19 +41,18 @@ async fn start_issuance(
 }
 
 async fn start_platform(
-    schema: &Schema,
+    db: &TestDb,
     nats: &NatsServer,
     data_dir: &Path,
     http01: Option<&ChallengeServer>,
 ) -> anyhow::Result<Platform> {
-    let pg = pg_url();
     let data_dir = data_dir.display().to_string();
     let nats_url = nats.url();
     let common = [
         "--database-url",
-        &pg,
+        &db.url,
         "--pg-schema",
-        &schema.name,
+        &db.schema,
         "--nats-url",
         &nats_url,
         "--listen",
@@ -182,12 +181,12 @@ fn names(prefix: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_in_both_key_modes_with_approval_and_http01_end_issued_and_verified()
 -> anyhow::Result<()> {
-    let schema = Schema::new();
+    let db = TestDb::postgres().await?;
     let nats = NatsServer::start().await?;
     let dir = tempfile::tempdir()?;
     let challenges = ChallengeServer::start().await?;
     let mut platform =
-        start_platform(&schema, &nats, &dir.path().join("data"), Some(&challenges)).await?;
+        start_platform(&db, &nats, &dir.path().join("data"), Some(&challenges)).await?;
 
     let cases = [
         ("approval-generated", ValidationMethod::Approval, false),
@@ -295,10 +294,10 @@ async fn orders_in_both_key_modes_with_approval_and_http01_end_issued_and_verifi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_issuance_mid_batch_still_issues_every_order_exactly_once() -> anyhow::Result<()> {
     const ORDERS: usize = 100;
-    let schema = Schema::new();
+    let db = TestDb::postgres().await?;
     let nats = NatsServer::start().await?;
     let dir = tempfile::tempdir()?;
-    let mut platform = start_platform(&schema, &nats, &dir.path().join("data"), None).await?;
+    let mut platform = start_platform(&db, &nats, &dir.path().join("data"), None).await?;
     // The batch is placed while no issuance process runs, so that the kill below lands
     // in the middle of it however fast this machine signs.
     platform.issuance.kill().await?;

@@ -1,5 +1,5 @@
 //! Support for the end-to-end tests: service binaries started as real processes (killed
-//! when dropped), a PostgreSQL schema of their own, and gRPC clients.
+//! when dropped); the tests' PostgreSQL schema is the test kit's `TestDb`.
 
 use anyhow::{Context, bail};
 use std::path::PathBuf;
@@ -8,54 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-pub const PG_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-pub fn pg_url() -> String {
-    std::env::var("CERTLEDGER_TEST_PG_URL").unwrap_or_else(|_| PG_URL_DEFAULT.to_owned())
-}
-
-/// A PostgreSQL schema for one test, dropped when the test ends.
-pub struct Schema {
-    pub name: String,
-}
-
-impl Schema {
-    pub fn new() -> Self {
-        Self {
-            name: format!("e2e_{}", uuid::Uuid::now_v7().simple()),
-        }
-    }
-}
-
-impl Default for Schema {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Best effort, on a thread of its own: Drop cannot be async.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&pg_url()).await?;
-                // The name is ours (e2e_ + hex), never user input.
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS {name} CASCADE"
-                )))
-                .execute(&mut conn)
-                .await?;
-                anyhow::Ok(())
-            })
-        })
-        .join();
-    }
-}
+pub use certledger_testkit::db::{TestDb, pg_url};
 
 /// A service binary built by cargo next to the test executable.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {

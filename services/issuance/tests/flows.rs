@@ -50,7 +50,7 @@ async fn history_types(stack: &mut Stack, id: &str, tenant: &str) -> Vec<String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approval_with_a_generated_key_and_with_a_csr_then_export() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let mut stack = start_stack(&db, test_settings(None)).await;
     let names = ["www.example.com", "api.example.com"];
     let placed = stack
@@ -311,7 +311,7 @@ async fn approval_with_a_generated_key_and_with_a_csr_then_export() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn none_with_an_openssl_csr_on_sqlite() {
-    let db = TestDb::sqlite().await;
+    let db = TestDb::sqlite().await.expect("test database");
     let mut stack = start_stack(&db, test_settings(None)).await;
     let dir = tempfile::tempdir().unwrap();
     let names = ["shop.example.net", "www.shop.example.net"];
@@ -358,7 +358,7 @@ async fn none_with_an_openssl_csr_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http01_with_a_generated_key_and_with_a_csr() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let server = ChallengeServer::start().await.unwrap();
     let mut stack = start_stack(&db, test_settings(Some(server.addr))).await;
     let names = ["a.example.org", "b.example.org"];
@@ -437,7 +437,7 @@ async fn http01_with_a_generated_key_and_with_a_csr() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http01_wrong_answer_fails_after_the_last_attempt() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let server = ChallengeServer::start().await.unwrap();
     let mut settings = test_settings(Some(server.addr));
     settings.validation_retry.max_attempts = 2;
@@ -476,7 +476,7 @@ async fn http01_wrong_answer_fails_after_the_last_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn none_is_refused_where_the_issuer_does_not_allow_it_and_rejection_fails_the_order() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let mut settings = test_settings(None);
     settings.allow_no_validation = false;
     let mut stack = start_stack(&db, settings).await;

@@ -35,7 +35,7 @@ fn order(id: &str, method: ValidationMethod, key_source: KeySource, names: &[&st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_delivered_twice_has_one_effect() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let dir = tempfile::tempdir().unwrap();
     let ca = test_ca(dir.path());
     let repo = CertificateRepository::new(db.log.clone());
@@ -139,7 +139,7 @@ async fn every_event_delivered_twice_has_one_effect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_intent_left_by_a_crash_is_abandoned_and_signed_again() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let dir = tempfile::tempdir().unwrap();
     let ca = test_ca(dir.path());
     let repo = CertificateRepository::new(db.log.clone());

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_are_issued_through_jetstream() {
     let nats = NatsServer::start().await.expect("nats-server");
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let relay_stop = CancellationToken::new();
     let (source, relay) = certledger_runtime::events::open_source(
         db.log.clone(),

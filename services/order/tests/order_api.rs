@@ -36,7 +36,7 @@ fn assert_invalid(result: Result<impl std::fmt::Debug, tonic::Status>, field: &s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_then_application_then_history_and_watch() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let mut order = start_order(&db).await;
     let c = &mut order.client;
 
@@ -161,7 +161,7 @@ async fn order_then_application_then_history_and_watch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_precise_errors() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let mut order = start_order(&db).await;
     let c = &mut order.client;
     let dir = tempfile::tempdir().unwrap();
@@ -332,7 +332,7 @@ async fn bad_input_gets_precise_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_tenants_certificate_does_not_exist() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let mut order = start_order(&db).await;
     let c = &mut order.client;
     let placed = c
@@ -438,7 +438,7 @@ async fn another_tenants_certificate_does_not_exist() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_key_replays_and_conflicts() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let mut order = start_order(&db).await;
     let c = &mut order.client;
     let request = PlaceOrderRequest {
@@ -494,7 +494,7 @@ async fn idempotency_key_replays_and_conflicts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_certificates_filters_and_pages() {
-    for db in [TestDb::sqlite().await, TestDb::postgres().await] {
+    for db in [TestDb::sqlite().await.expect("test database"), TestDb::postgres().await.expect("test database")] {
         let mut order = start_order(&db).await;
         let c = &mut order.client;
         let mut ids = Vec::new();
@@ -596,7 +596,7 @@ async fn list_certificates_filters_and_pages() {
 async fn health_and_reflection_are_served() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-    let db = TestDb::sqlite().await;
+    let db = TestDb::sqlite().await.expect("test database");
     let order = start_order(&db).await;
     let channel = tonic::transport::Channel::from_shared(order.service.url())
         .unwrap()

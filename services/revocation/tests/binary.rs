@@ -45,7 +45,7 @@ fn refuses_a_data_dir_without_a_ca_and_creates_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_a_verifiable_crl_and_ocsp_from_the_issuance_data_dir() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let data = tempfile::tempdir().unwrap();
     let ca = open_ca(
         &CaSettings {

@@ -335,7 +335,7 @@ async fn event_types(log: &Arc<dyn EventLog>, id: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_then_crl_and_ocsp_say_revoked_with_openssl() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let port = certledger_testkit::free_port().unwrap();
     let http_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let stack = start_stack(&db, http_addr).await;
@@ -536,7 +536,7 @@ async fn revoke_then_crl_and_ocsp_say_revoked_with_openssl() {
 /// follow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requested_revocation_is_completed_by_the_consumer() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let port = certledger_testkit::free_port().unwrap();
     let http_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let stack = start_stack(&db, http_addr).await;
@@ -620,7 +620,7 @@ async fn a_requested_revocation_is_completed_by_the_consumer() {
 /// between them), and their CRL numbers never collide.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_agree_and_never_reuse_a_crl_number() {
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let port = certledger_testkit::free_port().unwrap();
     let http_a: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let port = certledger_testkit::free_port().unwrap();
@@ -718,7 +718,7 @@ async fn requested_revocations_are_completed_through_jetstream() {
     let nats = certledger_testkit::NatsServer::start()
         .await
         .expect("nats-server");
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let port = certledger_testkit::free_port().unwrap();
     let http_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let stack = start_stack(&db, http_addr).await;

@@ -4,6 +4,7 @@
 //! HTTP-01 challenge server, and the `openssl` command.
 
 pub mod challenge;
+pub mod db;
 pub mod openssl;
 
 pub use challenge::ChallengeServer;

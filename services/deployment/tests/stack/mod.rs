@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use certledger_ca::{CertificateUrls, FileKeyStore, IssuancePolicy};
 use certledger_deployment::{DeployerSettings, DeploymentSetup, SecretStore, StartedDeployment};
-use certledger_eventlog::{EventLog, LogOptions};
 use certledger_eventstream::consumer::EventSource;
 use certledger_issuance::ca::{CaSettings, open_ca};
 use certledger_issuance::{IssuanceSetup, IssuerSettings, StartedIssuance};
@@ -26,75 +25,10 @@ use certledger_runtime::server::{RunningService, ServerOptions};
 use certledger_testkit::eventually;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+#[allow(unused_imports)] // not every test binary uses both
+pub use certledger_testkit::db::{TestDb, pg_url};
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
-
-pub fn pg_url() -> String {
-    std::env::var("CERTLEDGER_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-pub struct TestDb {
-    pub url: String,
-    pub schema: String,
-    pub log: Arc<dyn EventLog>,
-}
-
-impl TestDb {
-    pub async fn postgres() -> Self {
-        let url = pg_url();
-        let schema = format!("deployment_{}", uuid::Uuid::now_v7().simple());
-        let log = certledger_eventlog::connect_with(
-            &url,
-            LogOptions::new()
-                .pg_schema(&schema)
-                .max_connections(6)
-                .poll_interval(Duration::from_millis(100)),
-        )
-        .await
-        .expect("connect to PostgreSQL (CERTLEDGER_TEST_PG_URL)");
-        Self { url, schema, log }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let url = self.url.clone();
-        let schema = self.schema.clone();
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&url).await?;
-                sqlx::raw_sql("SET lock_timeout = '10s'")
-                    .execute(&mut conn)
-                    .await?;
-                sqlx::query(
-                    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
-                     JOIN pg_class c ON c.oid = l.relation
-                     JOIN pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()",
-                )
-                .bind(&schema)
-                .execute(&mut conn)
-                .await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-                )))
-                .execute(&mut conn)
-                .await?;
-                conn.close().await
-            })
-            .map_err(std::io::Error::other)
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test schema {}: {dropped:?}", self.schema);
-        }
-    }
-}
 
 pub struct Stack {
     pub order: RunningService,
@@ -110,7 +44,7 @@ pub struct Stack {
 /// deployment service opens the issuance service's key store directory itself.
 pub async fn start_stack(drift_interval: Option<Duration>) -> Stack {
     let _ = certledger_deployment::install_default_crypto_provider();
-    let db = TestDb::postgres().await;
+    let db = TestDb::postgres().await.expect("test database");
     let dir = tempfile::tempdir().expect("tempdir");
     let ca_settings = CaSettings {
         data_dir: dir.path().join("issuance"),

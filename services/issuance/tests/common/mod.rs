@@ -6,11 +6,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use certledger_ca::{CertificateUrls, IssuancePolicy};
-use certledger_eventlog::{EventLog, LogOptions};
 use certledger_eventstream::consumer::EventSource;
 use certledger_issuance::ca::{CaSettings, OpenedCa, open_ca};
 use certledger_issuance::http01::Http01Settings;
@@ -28,98 +26,13 @@ use certledger_runtime::server::{RunningService, ServerOptions};
 use certledger_testkit::eventually;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+#[allow(unused_imports)] // not every test binary uses both
+pub use certledger_testkit::db::{TestDb, pg_url};
 
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
 pub const CRL_URL: &str = "http://crl.certledger.test/crl/builtin.crl";
 pub const OCSP_URL: &str = "http://ocsp.certledger.test/ocsp";
-
-pub fn pg_url() -> String {
-    std::env::var("CERTLEDGER_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-pub struct TestDb {
-    pub url: String,
-    pub schema: String,
-    pub log: Arc<dyn EventLog>,
-    pg: bool,
-}
-
-impl TestDb {
-    pub async fn postgres() -> Self {
-        let url = pg_url();
-        let schema = format!("issuance_{}", uuid::Uuid::now_v7().simple());
-        let log = certledger_eventlog::connect_with(
-            &url,
-            LogOptions::new()
-                .pg_schema(&schema)
-                .max_connections(4)
-                .poll_interval(Duration::from_millis(100)),
-        )
-        .await
-        .expect("connect to PostgreSQL (CERTLEDGER_TEST_PG_URL)");
-        Self {
-            url,
-            schema,
-            log,
-            pg: true,
-        }
-    }
-
-    pub async fn sqlite() -> Self {
-        let url = "sqlite::memory:".to_owned();
-        let log = certledger_eventlog::connect(&url).await.expect("sqlite");
-        Self {
-            url,
-            schema: String::new(),
-            log,
-            pg: false,
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if !self.pg {
-            return;
-        }
-        let url = self.url.clone();
-        let schema = self.schema.clone();
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&url).await?;
-                sqlx::raw_sql("SET lock_timeout = '10s'")
-                    .execute(&mut conn)
-                    .await?;
-                sqlx::query(
-                    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
-                     JOIN pg_class c ON c.oid = l.relation
-                     JOIN pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()",
-                )
-                .bind(&schema)
-                .execute(&mut conn)
-                .await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-                )))
-                .execute(&mut conn)
-                .await?;
-                conn.close().await
-            })
-            .map_err(std::io::Error::other)
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test schema {}: {dropped:?}", self.schema);
-        }
-    }
-}
 
 /// A CA in a temporary directory, with CRL and OCSP URLs.
 pub fn test_ca(dir: &Path) -> OpenedCa {

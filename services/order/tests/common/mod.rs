@@ -6,10 +6,8 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use certledger_eventlog::{EventLog, LogOptions};
 use certledger_eventstream::consumer::EventSource;
 use certledger_order::{CertificateList, OrderSetup, start};
 use certledger_proto::common::v1::{
@@ -20,97 +18,11 @@ use certledger_proto::order::v1::{Application, application::KeySource};
 use certledger_runtime::server::{RunningService, ServerOptions};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+#[allow(unused_imports)] // not every test binary uses both
+pub use certledger_testkit::db::{TestDb, pg_url};
 
 /// Upper bound for anything a test waits for; reaching it means a bug.
 pub const DEADLINE: Duration = Duration::from_secs(60);
-
-pub fn pg_url() -> String {
-    std::env::var("CERTLEDGER_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// An isolated log: a PostgreSQL schema of its own (dropped on drop) or in-memory SQLite.
-pub struct TestDb {
-    pub url: String,
-    pub schema: String,
-    pub log: Arc<dyn EventLog>,
-    pg: bool,
-}
-
-impl TestDb {
-    pub async fn postgres() -> Self {
-        let url = pg_url();
-        let schema = format!("order_{}", uuid::Uuid::now_v7().simple());
-        let log = certledger_eventlog::connect_with(
-            &url,
-            LogOptions::new()
-                .pg_schema(&schema)
-                .max_connections(4)
-                .poll_interval(Duration::from_millis(100)),
-        )
-        .await
-        .expect("connect to PostgreSQL (CERTLEDGER_TEST_PG_URL)");
-        Self {
-            url,
-            schema,
-            log,
-            pg: true,
-        }
-    }
-
-    pub async fn sqlite() -> Self {
-        let url = "sqlite::memory:".to_owned();
-        let log = certledger_eventlog::connect(&url).await.expect("sqlite");
-        Self {
-            url,
-            schema: String::new(),
-            log,
-            pg: false,
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if !self.pg {
-            return;
-        }
-        let url = self.url.clone();
-        let schema = self.schema.clone();
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&url).await?;
-                sqlx::raw_sql("SET lock_timeout = '10s'")
-                    .execute(&mut conn)
-                    .await?;
-                sqlx::query(
-                    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
-                     JOIN pg_class c ON c.oid = l.relation
-                     JOIN pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()",
-                )
-                .bind(&schema)
-                .execute(&mut conn)
-                .await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-                )))
-                .execute(&mut conn)
-                .await?;
-                conn.close().await
-            })
-            .map_err(std::io::Error::other)
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test schema {}: {dropped:?}", self.schema);
-        }
-    }
-}
 
 pub struct OrderUnderTest {
     pub service: RunningService,
@@ -119,7 +31,8 @@ pub struct OrderUnderTest {
 
 /// Starts the order service on a free port, with the list read model fed by the SQL tail.
 pub async fn start_order(db: &TestDb) -> OrderUnderTest {
-    let list = CertificateList::open(&db.url, if db.pg { &db.schema } else { "eventlog" })
+    let schema = if db.schema.is_empty() { "eventlog" } else { &db.schema };
+    let list = CertificateList::open(&db.url, schema)
         .await
         .expect("list table");
     let service = start(

@@ -14,12 +14,13 @@ use certledger_ca::{
     Authority, AuthorityConfig, CertificateUrls, IssueRequest, IssuedCertificate, KeyAlgorithm,
     MemoryKeyStore, generate_key,
 };
-use certledger_eventlog::{EventLog, LogOptions};
 use certledger_revocation::{
     CrlHandle, HttpConfig, IssuerSigner, MemoryStatusSource, OcspConfig, OcspHandle, Responder,
     RevocationHttp,
 };
 use time::OffsetDateTime;
+#[allow(unused_imports)] // not every test binary uses both
+pub use certledger_testkit::db::{TestDb, pg_url};
 
 pub fn openssl() -> Command {
     Command::new("/usr/bin/openssl")
@@ -257,70 +258,3 @@ pub fn write(path: &Path, data: impl AsRef<[u8]>) {
 // A fresh PostgreSQL schema per test (the service tests)
 // ---------------------------------------------------------------------------
 
-pub fn pg_url() -> String {
-    std::env::var("CERTLEDGER_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A fresh PostgreSQL schema, dropped at the end.
-pub struct TestDb {
-    pub url: String,
-    pub schema: String,
-    pub log: Arc<dyn EventLog>,
-}
-
-impl TestDb {
-    pub async fn postgres() -> Self {
-        let url = pg_url();
-        let schema = format!("revocation_{}", uuid::Uuid::now_v7().simple());
-        let log = certledger_eventlog::connect_with(
-            &url,
-            LogOptions::new()
-                .pg_schema(&schema)
-                .max_connections(6)
-                .poll_interval(StdDuration::from_millis(100)),
-        )
-        .await
-        .expect("connect to PostgreSQL (CERTLEDGER_TEST_PG_URL)");
-        Self { url, schema, log }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let url = self.url.clone();
-        let schema = self.schema.clone();
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&url).await?;
-                sqlx::raw_sql("SET lock_timeout = '10s'")
-                    .execute(&mut conn)
-                    .await?;
-                sqlx::query(
-                    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
-                     JOIN pg_class c ON c.oid = l.relation
-                     JOIN pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = $1 AND l.pid <> pg_backend_pid()",
-                )
-                .bind(&schema)
-                .execute(&mut conn)
-                .await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-                )))
-                .execute(&mut conn)
-                .await?;
-                conn.close().await
-            })
-            .map_err(std::io::Error::other)
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test schema {}: {dropped:?}", self.schema);
-        }
-    }
-}
