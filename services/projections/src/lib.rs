@@ -10,6 +10,14 @@
 //!   straight from the log.
 //! * [`HttpServer`]: `/`, `/certificates/<id>`, `/api/…`, `/metrics`, `/healthz`,
 //!   `/readyz`.
+//! * [`QueryService`] ([`grpc`]): `CertificateQueryService` over gRPC — list with
+//!   filters and page tokens, get, history, time travel (`GetCertificateAt`) and
+//!   `WatchChanges` (live from [`Projector::subscribe`]; after a past position the log's
+//!   changes since then are replayed first). Served by [`grpc::start`] with health and
+//!   reflection.
+//! * The `certledger-projections` binary ([`config`] lists its flags) runs the projector,
+//!   the gRPC service and the HTTP server; `certledger-projections rebuild [--model
+//!   NAME]` replays the log into the read models with a progress line on stderr.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,7 +41,9 @@
 
 #![warn(missing_docs)]
 
+pub mod config;
 mod error;
+pub mod grpc;
 pub mod history;
 mod html;
 mod http;
@@ -46,6 +56,7 @@ mod store;
 mod view;
 
 pub use error::ProjectionError;
+pub use grpc::{QueryService, SERVICE_NAME};
 pub use html::esc;
 pub use http::{DEFAULT_TENANT, HttpConfig, HttpServer, TENANT_HEADER, validate_tenant};
 pub use model::{
