@@ -494,7 +494,10 @@ async fn idempotency_key_replays_and_conflicts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_certificates_filters_and_pages() {
-    for db in [TestDb::sqlite().await.expect("test database"), TestDb::postgres().await.expect("test database")] {
+    for db in [
+        TestDb::sqlite().await.expect("test database"),
+        TestDb::postgres().await.expect("test database"),
+    ] {
         let mut order = start_order(&db).await;
         let c = &mut order.client;
         let mut ids = Vec::new();

@@ -31,7 +31,9 @@ impl TestDb {
                 .poll_interval(Duration::from_millis(100)),
         )
         .await
-        .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL (CERTLEDGER_TEST_PG_URL={url}): {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!("connecting to PostgreSQL (CERTLEDGER_TEST_PG_URL={url}): {e}")
+        })?;
         Ok(Self { url, schema, log })
     }
 

@@ -23,11 +23,11 @@ use certledger_proto::order::v1::{
     Application, Certificate, GetCertificateRequest, application::KeySource,
 };
 use certledger_runtime::server::{RunningService, ServerOptions};
+#[allow(unused_imports)] // not every test binary uses both
+pub use certledger_testkit::db::{TestDb, pg_url};
 use certledger_testkit::eventually;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-#[allow(unused_imports)] // not every test binary uses both
-pub use certledger_testkit::db::{TestDb, pg_url};
 
 pub const DEADLINE: Duration = Duration::from_secs(90);
 

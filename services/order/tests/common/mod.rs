@@ -16,10 +16,10 @@ use certledger_proto::common::v1::{
 use certledger_proto::order::v1::order_service_client::OrderServiceClient;
 use certledger_proto::order::v1::{Application, application::KeySource};
 use certledger_runtime::server::{RunningService, ServerOptions};
-use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 #[allow(unused_imports)] // not every test binary uses both
 pub use certledger_testkit::db::{TestDb, pg_url};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 /// Upper bound for anything a test waits for; reaching it means a bug.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -31,7 +31,11 @@ pub struct OrderUnderTest {
 
 /// Starts the order service on a free port, with the list read model fed by the SQL tail.
 pub async fn start_order(db: &TestDb) -> OrderUnderTest {
-    let schema = if db.schema.is_empty() { "eventlog" } else { &db.schema };
+    let schema = if db.schema.is_empty() {
+        "eventlog"
+    } else {
+        &db.schema
+    };
     let list = CertificateList::open(&db.url, schema)
         .await
         .expect("list table");

@@ -18,9 +18,9 @@ use certledger_revocation::{
     CrlHandle, HttpConfig, IssuerSigner, MemoryStatusSource, OcspConfig, OcspHandle, Responder,
     RevocationHttp,
 };
-use time::OffsetDateTime;
 #[allow(unused_imports)] // not every test binary uses both
 pub use certledger_testkit::db::{TestDb, pg_url};
+use time::OffsetDateTime;
 
 pub fn openssl() -> Command {
     Command::new("/usr/bin/openssl")
@@ -257,4 +257,3 @@ pub fn write(path: &Path, data: impl AsRef<[u8]>) {
 // ---------------------------------------------------------------------------
 // A fresh PostgreSQL schema per test (the service tests)
 // ---------------------------------------------------------------------------
-
