@@ -9,7 +9,7 @@ use std::sync::Arc;
 use certledger_ca::FileKeyStore;
 use certledger_deployment::config::{DeploymentConfig, FLAGS};
 use certledger_deployment::{DeploymentSetup, SecretStore, start};
-use certledger_runtime::config::{Parsed, from_env};
+use certledger_runtime::config::service_main;
 use certledger_runtime::events::{open_log, open_source};
 use certledger_runtime::server::cancel_on_signals;
 use tokio_util::sync::CancellationToken;
@@ -17,37 +17,14 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> ExitCode {
     certledger_deployment::install_default_crypto_provider();
-    let args = match from_env(
+    service_main(
         "certledger-deployment",
         "the deployment service (DeploymentService over gRPC)",
         FLAGS,
-    ) {
-        Ok(Parsed::Help(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Parsed::Args(args)) => args,
-        Err(e) => {
-            eprintln!("certledger-deployment: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let config = match DeploymentConfig::from_args(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("certledger-deployment: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    certledger_runtime::telemetry::init();
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "certledger-deployment failed");
-            eprintln!("certledger-deployment: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+        DeploymentConfig::from_args,
+        run,
+    )
+    .await
 }
 
 async fn run(config: DeploymentConfig) -> anyhow::Result<()> {

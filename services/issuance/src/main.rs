@@ -7,44 +7,21 @@ use std::process::ExitCode;
 use certledger_issuance::ca::open_or_import_ca;
 use certledger_issuance::config::{FLAGS, IssuanceConfig};
 use certledger_issuance::{IssuanceSetup, start};
-use certledger_runtime::config::{Parsed, from_env};
+use certledger_runtime::config::service_main;
 use certledger_runtime::events::{open_log, open_source};
 use certledger_runtime::server::cancel_on_signals;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match from_env(
+    service_main(
         "certledger-issuance",
         "the issuance service (built-in CA, validation, signing; IssuanceService over gRPC)",
         FLAGS,
-    ) {
-        Ok(Parsed::Help(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Parsed::Args(args)) => args,
-        Err(e) => {
-            eprintln!("certledger-issuance: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let config = match IssuanceConfig::from_args(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("certledger-issuance: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    certledger_runtime::telemetry::init();
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "certledger-issuance failed");
-            eprintln!("certledger-issuance: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+        IssuanceConfig::from_args,
+        run,
+    )
+    .await
 }
 
 async fn run(config: IssuanceConfig) -> anyhow::Result<()> {

@@ -6,44 +6,21 @@ use std::process::ExitCode;
 
 use certledger_order::config::{FLAGS, OrderConfig};
 use certledger_order::{CertificateList, OrderSetup, start};
-use certledger_runtime::config::{Parsed, from_env};
+use certledger_runtime::config::service_main;
 use certledger_runtime::events::{open_log, open_source};
 use certledger_runtime::server::cancel_on_signals;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match from_env(
+    service_main(
         "certledger-order",
         "the order service (OrderService over gRPC)",
         FLAGS,
-    ) {
-        Ok(Parsed::Help(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Parsed::Args(args)) => args,
-        Err(e) => {
-            eprintln!("certledger-order: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let config = match OrderConfig::from_args(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("certledger-order: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    certledger_runtime::telemetry::init();
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "certledger-order failed");
-            eprintln!("certledger-order: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+        OrderConfig::from_args,
+        run,
+    )
+    .await
 }
 
 async fn run(config: OrderConfig) -> anyhow::Result<()> {

@@ -9,44 +9,21 @@ use std::sync::Arc;
 use certledger_ca::{Authority, AuthorityConfig, FileKeyStore};
 use certledger_revocation::config::{FLAGS, RevocationConfig};
 use certledger_revocation::{HttpConfig, IssuerSigner, RevocationSetup, start};
-use certledger_runtime::config::{Parsed, from_env};
+use certledger_runtime::config::service_main;
 use certledger_runtime::events::{open_log, open_source};
 use certledger_runtime::server::cancel_on_signals;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match from_env(
+    service_main(
         "certledger-revocation",
         "the revocation service (RevocationService over gRPC; CRL and OCSP over HTTP)",
         FLAGS,
-    ) {
-        Ok(Parsed::Help(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Parsed::Args(args)) => args,
-        Err(e) => {
-            eprintln!("certledger-revocation: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let config = match RevocationConfig::from_args(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("certledger-revocation: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    certledger_runtime::telemetry::init();
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "certledger-revocation failed");
-            eprintln!("certledger-revocation: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+        RevocationConfig::from_args,
+        run,
+    )
+    .await
 }
 
 /// Opens the issuance service's CA without ever creating one: the intermediate

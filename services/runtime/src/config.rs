@@ -212,6 +212,46 @@ pub fn from_env(program: &str, about: &str, flags: &[Flag]) -> Result<Parsed, Co
     })
 }
 
+/// The `main` of a service binary: parses flags and environment (`--help` prints the
+/// usage), validates them with `configure` (a bad value exits 2 naming the key), starts
+/// telemetry, then runs `run` (an error is logged and exits 1).
+pub async fn service_main<C, Fut>(
+    program: &str,
+    about: &str,
+    flags: &[Flag],
+    configure: impl FnOnce(&Args) -> Result<C, ConfigError>,
+    run: impl FnOnce(C) -> Fut,
+) -> std::process::ExitCode
+where
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    use std::process::ExitCode;
+    let config = match from_env(program, about, flags) {
+        Ok(Parsed::Help(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Args(args)) => configure(&args),
+        Err(e) => Err(e),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{program}: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init();
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "{program} failed");
+            eprintln!("{program}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 impl Args {
     fn flag(&self, name: &str) -> Flag {
         self.flags
