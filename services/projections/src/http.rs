@@ -30,10 +30,8 @@ use crate::projector::ProjectorStats;
 use crate::query::{AttentionPolicy, CertificateFilter, PageRequest};
 use crate::store::ProjectionStore;
 
-/// The request header naming the tenant.
-pub const TENANT_HEADER: &str = "x-certledger-tenant";
-/// The tenant of a request that names none.
-pub const DEFAULT_TENANT: &str = "default";
+/// The request header naming the tenant, and the tenant of a request that names none.
+pub use certledger_runtime::tenant::{DEFAULT_TENANT, TENANT_HEADER};
 
 /// How the HTTP server behaves.
 #[derive(Debug, Clone)]
@@ -272,24 +270,8 @@ fn page_failure(tenant: &str, e: ProjectionError) -> Response<Body> {
 
 /// Checks a tenant id: `[a-z0-9][a-z0-9_-]{0,62}` (the rule of the gRPC services).
 pub fn validate_tenant(tenant: &str) -> Result<(), ProjectionError> {
-    let ok = tenant.len() <= 63
-        && tenant
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && tenant
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ProjectionError::invalid(
-            TENANT_HEADER,
-            format!(
-                "{tenant:?} is not a tenant id: 1 to 63 of a-z, 0-9, '-' and '_', starting with a letter or digit"
-            ),
-        ))
-    }
+    certledger_runtime::tenant::validate_tenant(tenant)
+        .map_err(|why| ProjectionError::invalid(TENANT_HEADER, format!("tenant {tenant:?} {why}")))
 }
 
 fn params(query: Option<&str>) -> Vec<(String, String)> {
