@@ -146,10 +146,25 @@ impl SqliteEventLog {
             SqlitePoolOptions::new().max_connections(options.max_connections)
         };
         let filename = connect_options.get_filename().to_owned();
-        let pool = pool_options
-            .connect_with(connect_options)
-            .await
-            .map_err(ctx(format!("{what}: open")))?;
+        // Switching a new file to WAL needs a lock that SQLite does not wait for with the
+        // busy timeout: several processes opening one file at once can get SQLITE_BUSY
+        // here. Retry with backoff for as long as the busy timeout allows.
+        let deadline = std::time::Instant::now() + options.sqlite_busy_timeout;
+        let mut delay = Duration::from_millis(10);
+        let pool = loop {
+            match pool_options
+                .clone()
+                .connect_with(connect_options.clone())
+                .await
+            {
+                Ok(pool) => break pool,
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(ctx(format!("{what}: open"))(e)),
+            }
+        };
         migrate(&pool, &what).await?;
         let notifier = if in_memory {
             Arc::new(Notifier::new())
@@ -182,6 +197,17 @@ impl SqliteEventLog {
     /// Closes the pool after in-flight work; later calls fail.
     pub async fn close(&self) {
         self.core.pool.close().await;
+    }
+}
+
+/// SQLITE_BUSY ("database is locked"), also as an extended code.
+fn is_busy(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => e
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| code & 0xff == 5),
+        _ => false,
     }
 }
 
