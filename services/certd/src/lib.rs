@@ -244,6 +244,7 @@ pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow:
             issuers: vec![c.issuer.issuer_id.clone()],
             server: c.server.clone(),
             list: Some((list, source.clone())),
+            renewal: Default::default(),
             tasks: relay.into_iter().collect(),
         },
         shutdown.clone(),

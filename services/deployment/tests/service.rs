@@ -13,96 +13,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use certledger_deployment::{WebhookSecret, served_fingerprint};
+use certledger_deployment::WebhookSecret;
 use certledger_proto::common::v1::ValidationMethod;
 use certledger_proto::deployment::v1::{
-    DeployRequest, ListDeploymentsRequest, ListTargetsRequest, RegisterTargetRequest,
-    RemoveTargetRequest, Target, register_target_request::Kind,
+    ListDeploymentsRequest, ListTargetsRequest, RegisterTargetRequest, RemoveTargetRequest,
+    register_target_request::Kind,
 };
-use certledger_proto::events::v1::{FileTarget, NginxTarget, WebhookTarget, certificate_event};
+use certledger_proto::events::v1::{FileTarget, WebhookTarget, certificate_event};
 use certledger_testkit::eventually;
 use common::{Nginx, SNI, TestCa, openssl_served_fingerprint};
 use stack::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tonic::Code;
-
-async fn served(nginx: &Nginx) -> String {
-    served_fingerprint(&nginx.address(), Some(SNI), Duration::from_secs(5))
-        .await
-        .expect("handshake")
-}
-
-async fn register_nginx(stack: &Stack, tenant: &str, nginx: &Nginx) -> Target {
-    stack
-        .deployments
-        .clone()
-        .register_target(as_tenant(
-            tenant,
-            RegisterTargetRequest {
-                name: "edge nginx".into(),
-                kind: Some(Kind::Nginx(NginxTarget {
-                    certificate_path: nginx.cert_path.display().to_string(),
-                    key_path: nginx.key_path.display().to_string(),
-                    reload_command: nginx.reload_command(),
-                    verify_address: nginx.address(),
-                    verify_server_name: SNI.into(),
-                })),
-                webhook_secret: String::new(),
-            },
-        ))
-        .await
-        .expect("register nginx target")
-        .into_inner()
-}
-
-async fn deploy(
-    stack: &Stack,
-    tenant: &str,
-    certificate_id: &str,
-    target_id: &str,
-) -> Result<certledger_proto::order::v1::Deployment, tonic::Status> {
-    stack
-        .deployments
-        .clone()
-        .deploy(as_tenant(
-            tenant,
-            DeployRequest {
-                certificate_id: certificate_id.into(),
-                target_id: target_id.into(),
-            },
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-/// The deployment state of `certificate_id` on `target_id`, as ListDeployments by target
-/// shows it.
-async fn state_on(
-    stack: &Stack,
-    tenant: &str,
-    target_id: &str,
-    certificate_id: &str,
-) -> Option<String> {
-    stack
-        .deployments
-        .clone()
-        .list_deployments(as_tenant(
-            tenant,
-            ListDeploymentsRequest {
-                certificate_id: String::new(),
-                target_id: target_id.into(),
-            },
-        ))
-        .await
-        .ok()?
-        .into_inner()
-        .deployments
-        .into_iter()
-        .find(|v| v.certificate_id == certificate_id)
-        .and_then(|v| v.deployment)
-        .map(|d| d.state)
-}
 
 fn run(argv: &[String]) {
     let status = Command::new(&argv[0])
@@ -702,23 +625,14 @@ async fn a_renewal_successor_replaces_its_predecessor_once() {
 
     // The reaction deploys the successor where the predecessor was, and records the
     // predecessor as replaced there.
-    eventually(
-        DEADLINE,
-        "successor deployed, predecessor replaced",
-        || async {
-            let s = state_on(&stack, "acme", &target.target_id, &successor_id).await;
-            let p = state_on(
-                &stack,
-                "acme",
-                &target.target_id,
-                &predecessor.certificate_id,
-            )
-            .await;
-            (s.as_deref() == Some("succeeded") && p.as_deref() == Some("replaced")).then_some(())
-        },
+    wait_for_replacement(
+        &stack,
+        "acme",
+        &target.target_id,
+        &successor_id,
+        &predecessor.certificate_id,
     )
-    .await
-    .expect("replacement");
+    .await;
     assert_eq!(served(&nginx).await, successor.sha256_fingerprint);
     let requested = stack
         .history(&successor_id, "acme")

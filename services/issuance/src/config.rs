@@ -362,7 +362,7 @@ impl IssuanceConfig {
             stale_intent_after: args
                 .duration("stale-intent-after")?
                 .unwrap_or(Duration::from_secs(30)),
-            actor: "issuance".into(),
+            ..IssuerSettings::default()
         };
         let max_request_bytes = args
             .parsed::<usize>("max-request-bytes")?

@@ -42,7 +42,9 @@ use certledger_domain::{DomainError, ErrorKind};
 use certledger_proto::common::v1::{Failure, FailureCode, KeyAlgorithm, Subject, ValidationMethod};
 use certledger_proto::events::v1::Challenge;
 use certledger_runtime::repository::StoredEvent;
-use certledger_runtime::{CallContext, CertificateRepository, Expect, RepositoryError};
+use certledger_runtime::{
+    CallContext, CertificateRepository, Expect, RepositoryError, SharedClock,
+};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
@@ -100,6 +102,8 @@ pub struct IssuerSettings {
     pub stale_intent_after: Duration,
     /// The actor recorded in event metadata.
     pub actor: String,
+    /// The time validation and signing act on (certificates are valid from it).
+    pub clock: SharedClock,
 }
 
 impl Default for IssuerSettings {
@@ -112,6 +116,7 @@ impl Default for IssuerSettings {
             reissue_delay: Duration::from_secs(1),
             stale_intent_after: Duration::from_secs(30),
             actor: "issuance".into(),
+            clock: certledger_runtime::clock::system(),
         }
     }
 }
@@ -287,7 +292,7 @@ impl Issuer {
                 Err(e) => return Err(AdvanceError::Permanent(e.to_string())),
             };
             let state = loaded.state;
-            let now = Utc::now();
+            let now = self.settings.clock.now();
             let step = self.next_step(&state, &events, now);
             tracing::debug!(certificate_id, status = %state.status, ?step, "next step");
             let result = match step {
@@ -626,7 +631,8 @@ impl Issuer {
                 }
             };
             let next = (attempt < policy.max_attempts).then(|| {
-                Utc::now() + chrono::TimeDelta::from_std(policy.delay(attempt)).unwrap_or_default()
+                self.settings.clock.now()
+                    + chrono::TimeDelta::from_std(policy.delay(attempt)).unwrap_or_default()
             });
             let reason = match next {
                 Some(at) => format!(
@@ -744,11 +750,10 @@ impl Issuer {
             validity_days: (state.spec.validity_days > 0).then_some(state.spec.validity_days),
         };
         let authority = self.authority.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
-            authority.prepare(&request, time::OffsetDateTime::now_utc())
-        })
-        .await
-        .map_err(|e| permanent(format!("signing task: {e}")))?;
+        let now = offset_time(self.settings.clock.now());
+        let prepared = tokio::task::spawn_blocking(move || authority.prepare(&request, now))
+            .await
+            .map_err(|e| permanent(format!("signing task: {e}")))?;
         let pending = match prepared {
             Ok(p) => p,
             Err(e @ IssueError::Request(_)) => {
@@ -905,4 +910,12 @@ impl Drop for LockGuard<'_> {
             map.remove(&self.id);
         }
     }
+}
+
+/// A chrono instant as the `time` crate's (the CA's time type).
+fn offset_time(at: DateTime<Utc>) -> time::OffsetDateTime {
+    i128::from(at.timestamp_micros())
+        .checked_mul(1000)
+        .and_then(|nanos| time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
+        .unwrap_or_else(time::OffsetDateTime::now_utc)
 }

@@ -65,6 +65,7 @@ async fn run_timers(
     shutdown: CancellationToken,
 ) {
     let actor = issuer.settings().actor.clone();
+    let clock = issuer.settings().clock.clone();
     let mut due: BTreeSet<(DateTime<Utc>, String)> = BTreeSet::new();
     let mut by_id: HashMap<String, DateTime<Utc>> = HashMap::new();
     let insert = |due: &mut BTreeSet<(DateTime<Utc>, String)>,
@@ -87,7 +88,7 @@ async fn run_timers(
     loop {
         let wait = due
             .first()
-            .map(|(at, _)| (*at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+            .map(|(at, _)| (*at - clock.now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -96,7 +97,7 @@ async fn run_timers(
                 None => break,
             },
             _ = tokio::time::sleep(wait) => {
-                let now = Utc::now();
+                let now = clock.now();
                 let ready: Vec<(DateTime<Utc>, String)> =
                     due.iter().take_while(|(at, _)| *at <= now).cloned().collect();
                 for entry in ready {
@@ -112,7 +113,7 @@ async fn run_timers(
                         Ok(None) => {}
                         Err(AdvanceError::Transient(why)) => {
                             tracing::warn!(certificate_id = %id, reason = %why, retry_in = ?TIMER_RETRY, "advancing failed; retrying");
-                            let at = Utc::now() + chrono::TimeDelta::from_std(TIMER_RETRY).unwrap_or_default();
+                            let at = clock.now() + chrono::TimeDelta::from_std(TIMER_RETRY).unwrap_or_default();
                             insert(&mut due, &mut by_id, id, at);
                         }
                         Err(AdvanceError::Permanent(why)) => {
@@ -200,9 +201,9 @@ pub async fn recover(log: Arc<dyn EventLog>, timers: Timers, shutdown: Cancellat
             }
         }
     }
-    let now = Utc::now();
+    // Due at once, whatever the issuer's clock says.
     for id in &pending {
-        timers.schedule(id, now);
+        timers.schedule(id, DateTime::UNIX_EPOCH);
     }
     tracing::info!(
         certificates = pending.len(),

@@ -8,6 +8,8 @@
 pub mod application;
 pub mod config;
 pub mod listing;
+pub mod renewal;
+pub mod scheduler;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -23,10 +25,23 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 
 pub use listing::CertificateList;
+pub use renewal::{RenewalSettings, Renewer};
+pub use scheduler::Scheduler;
 pub use service::{OrderService, certificate_id_for_key};
 
-/// Name of the order service's consumer (durable consumer / checkpoint).
-pub const LIST_CONSUMER: &str = "order-certificate-list";
+/// Name of the consumer that keeps the certificate list and the scheduler's index
+/// (durable consumer / checkpoint).
+pub const LIST_CONSUMER: &str = "order-certificates";
+
+/// Renewal policies, and whether this replica runs the expiry and auto-renew scheduler.
+#[derive(Debug, Clone, Default)]
+pub struct RenewalSetup {
+    /// Windows, thresholds, backoff and the clock.
+    pub settings: RenewalSettings,
+    /// Run the scheduler, looking for due certificates this often (it needs the list
+    /// read table); `None`: no scheduler on this replica.
+    pub scheduler_interval: Option<std::time::Duration>,
+}
 
 /// The full gRPC name of the service.
 pub const SERVICE_NAME: &str = <OrderServiceServer<OrderService> as NamedService>::NAME;
@@ -44,6 +59,9 @@ pub struct OrderSetup {
     /// The ListCertificates read model and the events that keep it up to date; `None`
     /// answers ListCertificates with UNIMPLEMENTED.
     pub list: Option<(CertificateList, EventSource)>,
+    /// Renewal and the scheduler. Renewal outcomes are recorded (and the scheduler runs)
+    /// only with `list`, whose event source they share.
+    pub renewal: RenewalSetup,
     /// Background tasks already started for this service (e.g. a relay), awaited on stop.
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -65,20 +83,35 @@ pub fn build(setup: OrderSetup, shutdown: CancellationToken) -> OrderParts {
         log,
         list,
         issuers,
+        renewal,
         mut tasks,
         ..
     } = setup;
+    let repo = CertificateRepository::new(log.clone());
+    let settings = Arc::new(renewal.settings);
+    let renewer = Renewer::new(repo.clone(), settings.clone());
     let list_model = list.as_ref().map(|(model, _)| model.clone());
     if let Some((model, source)) = list {
-        let handler = Arc::new(model.projection(CertificateRepository::new(log.clone())));
+        let certificates = || Filter::Aggregate("certificate".into());
         tasks.push(certledger_runtime::events::spawn_consumer(
-            source,
-            ConsumerSettings::new(LIST_CONSUMER, Filter::Aggregate("certificate".into())),
-            handler,
+            source.clone(),
+            ConsumerSettings::new(LIST_CONSUMER, certificates()),
+            Arc::new(model.projection(repo, settings)),
             shutdown.clone(),
         ));
+        tasks.push(certledger_runtime::events::spawn_consumer(
+            source,
+            ConsumerSettings::new(renewal::OUTCOME_CONSUMER, certificates()),
+            Arc::new(renewer.outcomes()),
+            shutdown.clone(),
+        ));
+        if let Some(interval) = renewal.scheduler_interval {
+            let scheduler = Scheduler::new(model, renewer.clone(), interval);
+            let token = shutdown.clone();
+            tasks.push(tokio::spawn(scheduler.run(token)));
+        }
     }
-    let service = OrderService::new(log, issuers, list_model, shutdown);
+    let service = OrderService::new(log, issuers, list_model, renewer, shutdown);
     OrderParts {
         server: service.into_server(),
         tasks,

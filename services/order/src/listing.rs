@@ -1,13 +1,16 @@
-//! ListCertificates: a small read table (`order_certificate_list`) in the log's database,
-//! kept up to date by the order service's own consumer ([`ListProjection`]), which folds
-//! the certificate's stream on each of its events and upserts one row (idempotent: a row
-//! is only replaced by a newer stream version).
+//! ListCertificates and the scheduler's index: a small read table (`order_certificates`)
+//! in the log's database, kept up to date by the order service's own consumer
+//! ([`ListProjection`]), which folds the certificate's stream on each of its events and
+//! upserts one row (idempotent: a row is never replaced by an older stream version). Each
+//! row carries the time the scheduler must next look at the certificate (`due_at`, see
+//! [`certledger_domain::certificate::RenewalPolicy::next_due`]).
 //!
 //! The table only finds the ids (tenant, status, names, newest first); the certificates
 //! returned are loaded fresh from the log, and a status filter is checked again on the
 //! fresh state, so a lagging table never returns a certificate in the wrong status.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use certledger_domain::certificate::CertificateState;
@@ -17,55 +20,81 @@ use certledger_proto::common::v1::CertificateStatus;
 use certledger_proto::order::v1 as api;
 use certledger_runtime::repository::{certificate_id_of, fold_stored};
 use certledger_runtime::{CertificateRepository, RepositoryError, convert, status};
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tonic::Status as GrpcStatus;
+
+use crate::renewal::RenewalSettings;
 
 /// Default page size.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page size.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
-const PG_TABLE: &str = "CREATE TABLE IF NOT EXISTS order_certificate_list (
+// The table of an earlier version, without the due column: its consumer is replaced by
+// a new one (a new name replays the log from the start), so it is dropped.
+const DROP_OLD: &str = "DROP TABLE IF EXISTS order_certificate_list";
+const PG_TABLE: &str = "CREATE TABLE IF NOT EXISTS order_certificates (
     certificate_id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
     status INTEGER NOT NULL,
     names TEXT NOT NULL,
     ordered_position BIGINT NOT NULL,
-    version BIGINT NOT NULL
+    version BIGINT NOT NULL,
+    due_at BIGINT
 )";
-const PG_INDEX: &str = "CREATE INDEX IF NOT EXISTS order_certificate_list_tenant
-    ON order_certificate_list (tenant, ordered_position)";
-const SQLITE_TABLE: &str = "CREATE TABLE IF NOT EXISTS order_certificate_list (
+const SQLITE_TABLE: &str = "CREATE TABLE IF NOT EXISTS order_certificates (
     certificate_id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
     status INTEGER NOT NULL,
     names TEXT NOT NULL,
     ordered_position INTEGER NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    due_at INTEGER
 )";
+const INDEXES: [&str; 2] = [
+    "CREATE INDEX IF NOT EXISTS order_certificates_tenant
+        ON order_certificates (tenant, ordered_position)",
+    "CREATE INDEX IF NOT EXISTS order_certificates_due
+        ON order_certificates (due_at) WHERE due_at IS NOT NULL",
+];
 
-const UPSERT_PG: &str = "INSERT INTO order_certificate_list
-    (certificate_id, tenant, status, names, ordered_position, version)
-    VALUES ($1, $2, $3, $4, $5, $6)
+// A row is replaced by the same or a newer stream version (the same version computes the
+// same row, except for a postponed due time, which may then be computed again).
+const UPSERT_PG: &str = "INSERT INTO order_certificates
+    (certificate_id, tenant, status, names, ordered_position, version, due_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
     ON CONFLICT (certificate_id) DO UPDATE
-    SET status = excluded.status, names = excluded.names, version = excluded.version
-    WHERE order_certificate_list.version < excluded.version";
-const UPSERT_SQLITE: &str = "INSERT INTO order_certificate_list
-    (certificate_id, tenant, status, names, ordered_position, version)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+    SET status = excluded.status, names = excluded.names, version = excluded.version,
+        due_at = excluded.due_at
+    WHERE order_certificates.version <= excluded.version";
+const UPSERT_SQLITE: &str = "INSERT INTO order_certificates
+    (certificate_id, tenant, status, names, ordered_position, version, due_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
     ON CONFLICT (certificate_id) DO UPDATE
-    SET status = excluded.status, names = excluded.names, version = excluded.version
-    WHERE order_certificate_list.version < excluded.version";
+    SET status = excluded.status, names = excluded.names, version = excluded.version,
+        due_at = excluded.due_at
+    WHERE order_certificates.version <= excluded.version";
 
-const SELECT_PG: &str = "SELECT certificate_id, ordered_position FROM order_certificate_list
+const SELECT_PG: &str = "SELECT certificate_id, ordered_position FROM order_certificates
     WHERE tenant = $1 AND ($2 = 0 OR status = $2) AND ($3 = '' OR names LIKE $3 ESCAPE '\\')
       AND ordered_position < $4
     ORDER BY ordered_position DESC LIMIT $5";
-const SELECT_SQLITE: &str = "SELECT certificate_id, ordered_position FROM order_certificate_list
+const SELECT_SQLITE: &str = "SELECT certificate_id, ordered_position FROM order_certificates
     WHERE tenant = ?1 AND (?2 = 0 OR status = ?2) AND (?3 = '' OR names LIKE ?3 ESCAPE '\\')
       AND ordered_position < ?4
     ORDER BY ordered_position DESC LIMIT ?5";
+
+const DUE_PG: &str = "SELECT certificate_id FROM order_certificates
+    WHERE due_at IS NOT NULL AND due_at <= $1 ORDER BY due_at LIMIT $2";
+const DUE_SQLITE: &str = "SELECT certificate_id FROM order_certificates
+    WHERE due_at IS NOT NULL AND due_at <= ?1 ORDER BY due_at LIMIT ?2";
+
+const POSTPONE_PG: &str =
+    "UPDATE order_certificates SET due_at = $2 WHERE certificate_id = $1 AND version = $3";
+const POSTPONE_SQLITE: &str =
+    "UPDATE order_certificates SET due_at = ?2 WHERE certificate_id = ?1 AND version = ?3";
 
 #[derive(Clone)]
 enum Db {
@@ -106,11 +135,14 @@ pub struct ListRow {
     pub ordered_position: u64,
     /// Stream version the row reflects.
     pub version: u64,
+    /// When the scheduler must next look at it (expiry thresholds, expiry, auto-renewal).
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 impl ListRow {
-    /// The row of a folded certificate whose first event is at `ordered_position`.
-    pub fn of(state: &CertificateState, ordered_position: u64) -> Self {
+    /// The row of a folded certificate whose first event is at `ordered_position`, with
+    /// the next due time under `settings`.
+    pub fn of(state: &CertificateState, ordered_position: u64, settings: &RenewalSettings) -> Self {
         Self {
             certificate_id: state.certificate_id.clone(),
             tenant: state.tenant.clone(),
@@ -118,6 +150,7 @@ impl ListRow {
             names: state.names().join(" "),
             ordered_position,
             version: state.version,
+            due_at: settings.policy(&state.spec.issuer).next_due(state),
         }
     }
 }
@@ -144,8 +177,10 @@ impl CertificateList {
                 attempt += 1;
                 // Replicas starting at once may race on CREATE … IF NOT EXISTS.
                 let created = async {
-                    sqlx::query(PG_TABLE).execute(&pool).await?;
-                    sqlx::query(PG_INDEX).execute(&pool).await
+                    for statement in [DROP_OLD, PG_TABLE].iter().chain(&INDEXES) {
+                        sqlx::query(*statement).execute(&pool).await?;
+                    }
+                    Ok::<_, sqlx::Error>(())
                 }
                 .await;
                 match created {
@@ -174,15 +209,18 @@ impl CertificateList {
                 SqlitePoolOptions::new().max_connections(4)
             };
             let pool = pool_options.connect_with(options).await?;
-            sqlx::query(SQLITE_TABLE).execute(&pool).await?;
+            for statement in [DROP_OLD, SQLITE_TABLE].iter().chain(&INDEXES) {
+                sqlx::query(*statement).execute(&pool).await?;
+            }
             Db::Sqlite(pool)
         };
         Ok(Self { db })
     }
 
-    /// Stores a row unless a row of the same or a newer version is there.
+    /// Stores a row unless a row of a newer version is there.
     pub async fn upsert(&self, row: &ListRow) -> Result<(), sqlx::Error> {
         let status = row.status as i32;
+        let due = row.due_at.map(|at| at.timestamp_micros());
         match &self.db {
             Db::Pg(pool) => {
                 sqlx::query(UPSERT_PG)
@@ -192,6 +230,7 @@ impl CertificateList {
                     .bind(&row.names)
                     .bind(i64_of(row.ordered_position))
                     .bind(i64_of(row.version))
+                    .bind(due)
                     .execute(pool)
                     .await?;
             }
@@ -203,6 +242,58 @@ impl CertificateList {
                     .bind(&row.names)
                     .bind(i64_of(row.ordered_position))
                     .bind(i64_of(row.version))
+                    .bind(due)
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` certificates due at `now`, earliest first.
+    pub async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<String>, sqlx::Error> {
+        let now = now.timestamp_micros();
+        let limit = i64::from(limit);
+        match &self.db {
+            Db::Pg(pool) => {
+                sqlx::query_scalar(DUE_PG)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar(DUE_SQLITE)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+    }
+
+    /// Moves a certificate's due time to `at`, if its row is still at `version`.
+    pub async fn postpone(
+        &self,
+        certificate_id: &str,
+        version: u64,
+        at: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let (at, version) = (at.timestamp_micros(), i64_of(version));
+        match &self.db {
+            Db::Pg(pool) => {
+                sqlx::query(POSTPONE_PG)
+                    .bind(certificate_id)
+                    .bind(at)
+                    .bind(version)
+                    .execute(pool)
+                    .await?;
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query(POSTPONE_SQLITE)
+                    .bind(certificate_id)
+                    .bind(at)
+                    .bind(version)
                     .execute(pool)
                     .await?;
             }
@@ -324,10 +415,15 @@ impl CertificateList {
     }
 
     /// The consumer handler that keeps this table up to date.
-    pub fn projection(&self, repo: CertificateRepository) -> ListProjection {
+    pub fn projection(
+        &self,
+        repo: CertificateRepository,
+        settings: Arc<RenewalSettings>,
+    ) -> ListProjection {
         ListProjection {
             list: self.clone(),
             repo,
+            settings,
         }
     }
 }
@@ -356,6 +452,7 @@ fn decode_token(token: &str) -> Option<i64> {
 pub struct ListProjection {
     list: CertificateList,
     repo: CertificateRepository,
+    settings: Arc<RenewalSettings>,
 }
 
 #[async_trait]
@@ -378,7 +475,7 @@ impl Handler for ListProjection {
             return Ok(());
         }
         self.list
-            .upsert(&ListRow::of(&loaded.state, position))
+            .upsert(&ListRow::of(&loaded.state, position, &self.settings))
             .await
             .map_err(|e| HandlerError::Retry(format!("updating the certificate list: {e}")))
     }

@@ -55,6 +55,7 @@ async fn run(config: OrderConfig) -> anyhow::Result<()> {
             issuers: config.issuers.clone(),
             server: config.server.clone(),
             list,
+            renewal: config.renewal.clone(),
             tasks,
         },
         shutdown,

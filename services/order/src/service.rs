@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::application::check_application;
 use crate::listing::CertificateList;
+use crate::renewal::{Renewer, Trigger};
 
 /// Namespace of the certificate ids derived from idempotency keys (UUID v5 over
 /// `<tenant>\n<key>`): the same key of the same tenant always names the same stream.
@@ -43,6 +44,7 @@ pub struct OrderService {
     repo: CertificateRepository,
     issuers: Arc<Vec<String>>,
     list: Option<CertificateList>,
+    renewer: Renewer,
     shutdown: CancellationToken,
 }
 
@@ -56,17 +58,20 @@ impl std::fmt::Debug for OrderService {
 
 impl OrderService {
     /// A service over `log`, accepting orders for `issuers`. `list` serves
-    /// ListCertificates (UNIMPLEMENTED without it). `shutdown` ends watches.
+    /// ListCertificates (UNIMPLEMENTED without it); `renewer` starts renewals.
+    /// `shutdown` ends watches.
     pub fn new(
         log: Arc<dyn EventLog>,
         issuers: Vec<String>,
         list: Option<CertificateList>,
+        renewer: Renewer,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             repo: CertificateRepository::new(log),
             issuers: Arc::new(issuers),
             list,
+            renewer,
             shutdown,
         }
     }
@@ -229,11 +234,25 @@ impl OrderApi for OrderService {
 
     async fn renew_certificate(
         &self,
-        _request: Request<api::RenewCertificateRequest>,
+        request: Request<api::RenewCertificateRequest>,
     ) -> Result<Response<api::RenewCertificateResponse>, GrpcStatus> {
-        Err(GrpcStatus::unimplemented(
-            "RenewCertificate is not implemented yet (renewal arrives with issue 6); place a new order with the same specification instead",
-        ))
+        let ctx = CallContext::from_request(&request)?;
+        let request = request.into_inner();
+        let csr = Some(request.csr_pem.as_str()).filter(|pem| !pem.trim().is_empty());
+        let renewed = self
+            .renewer
+            .renew(&ctx, &request.certificate_id, csr, Trigger::Request)
+            .await?;
+        Ok(Response::new(api::RenewCertificateResponse {
+            predecessor: Some(convert::certificate(
+                &renewed.predecessor.state,
+                renewed.predecessor.ordered_at,
+            )),
+            successor: Some(convert::certificate(
+                &renewed.successor.state,
+                renewed.successor.ordered_at,
+            )),
+        }))
     }
 
     async fn get_certificate(

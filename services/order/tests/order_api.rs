@@ -153,7 +153,14 @@ async fn order_then_application_then_history_and_watch() {
         })
         .await
         .unwrap_err();
-    assert_eq!(renew.code(), Code::Unimplemented);
+    assert_eq!(renew.code(), Code::FailedPrecondition);
+    assert!(
+        renew
+            .message()
+            .contains("only an issued certificate can be renewed"),
+        "{}",
+        renew.message()
+    );
 
     drop(watch);
     order.service.stop().await.unwrap();

@@ -76,6 +76,7 @@ async fn start_stack(db: &TestDb, http_addr: SocketAddr) -> Stack {
             issuers: vec!["builtin".into()],
             server: ServerOptions::default(),
             list: None,
+            renewal: Default::default(),
             tasks: vec![],
         },
         CancellationToken::new(),

@@ -12,7 +12,9 @@
 //!   configuration.
 //! * [`config`] — command-line flags with environment fallbacks, validated at start.
 //! * [`telemetry`] — tracing set-up for the binaries.
+//! * [`clock`] — the current time, injectable (tests move it).
 
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod convert;
@@ -23,5 +25,6 @@ pub mod status;
 pub mod telemetry;
 pub mod tenant;
 
+pub use clock::{Clock, SharedClock};
 pub use context::CallContext;
 pub use repository::{CertificateRepository, Executed, Expect, Loaded, RepositoryError};

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use certledger_domain::certificate::{CertificateCommand, CertificateState, decide, evolve};
 use certledger_domain::{CertificateEvent, DomainError};
 use certledger_eventlog::{
-    AppendError, EventLog, ExpectedVersion, NewEvent, RecordedEvent, StorageError,
+    AppendError, EventLog, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StorageError,
+    StreamAppend,
 };
 use certledger_proto::codec::{CURRENT_SCHEMA_VERSION, CodecError, EventCodec};
 use chrono::{DateTime, Utc};
@@ -316,111 +317,193 @@ impl CertificateRepository {
     where
         F: FnMut(&CertificateState) -> Result<CertificateCommand, DomainError>,
     {
-        check_certificate_id("certificate_id", certificate_id)?;
-        let stream = certificate_stream(certificate_id);
+        let mut executed = self
+            .run(ctx, &[(certificate_id, expect)], |states| {
+                Ok(vec![build(&states[0])?])
+            })
+            .await?;
+        executed
+            .pop()
+            .ok_or_else(|| RepositoryError::Append("no result for a one-stream command".to_owned()))
+    }
+
+    /// Carries out one command on each of several certificates, atomically: all decided
+    /// events are appended in one transaction, each stream at the version its command was
+    /// decided on, or none is (a renewal starts on the predecessor and orders the
+    /// successor together). `build` gets the states in the order of `certificate_ids`
+    /// and returns one command for each, in that order. Conflicts are decided again.
+    pub async fn execute_together<F>(
+        &self,
+        ctx: &CallContext,
+        certificate_ids: &[&str],
+        build: F,
+    ) -> Result<Vec<Executed>, RepositoryError>
+    where
+        F: FnMut(&[CertificateState]) -> Result<Vec<CertificateCommand>, DomainError>,
+    {
+        let streams: Vec<(&str, Expect)> = certificate_ids
+            .iter()
+            .map(|id| (*id, Expect::Any))
+            .collect();
+        self.run(ctx, &streams, build).await
+    }
+
+    async fn run<F>(
+        &self,
+        ctx: &CallContext,
+        streams: &[(&str, Expect)],
+        mut build: F,
+    ) -> Result<Vec<Executed>, RepositoryError>
+    where
+        F: FnMut(&[CertificateState]) -> Result<Vec<CertificateCommand>, DomainError>,
+    {
+        for (id, _) in streams {
+            check_certificate_id("certificate_id", id)?;
+        }
         let mut attempt = 0;
         while attempt < self.max_attempts {
             attempt += 1;
-            let events = self.read(certificate_id).await?;
-            let Loaded { state, ordered_at } = fold_stored(&events);
-            if state.exists() && !visible(&state, ctx.tenant()) {
-                return Err(not_found(certificate_id).into());
-            }
-            if let Expect::Version(expected) = expect
-                && state.version != expected
-            {
-                if !state.exists() {
-                    return Err(not_found(certificate_id).into());
+            let mut loaded = Vec::with_capacity(streams.len());
+            for (id, expect) in streams {
+                let events = self.read(id).await?;
+                let current = fold_stored(&events);
+                let state = &current.state;
+                if state.exists() && !visible(state, ctx.tenant()) {
+                    return Err(not_found(id).into());
                 }
-                return Err(RepositoryError::VersionMismatch {
-                    certificate_id: certificate_id.to_owned(),
-                    expected,
-                    actual: state.version,
-                });
+                if let Expect::Version(expected) = *expect
+                    && state.version != expected
+                {
+                    if !state.exists() {
+                        return Err(not_found(id).into());
+                    }
+                    return Err(RepositoryError::VersionMismatch {
+                        certificate_id: (*id).to_owned(),
+                        expected,
+                        actual: state.version,
+                    });
+                }
+                loaded.push(current);
             }
-            let command = build(&state)?;
-            let tenant = match &command {
-                CertificateCommand::PlaceOrder(order) if !state.exists() => order.tenant.clone(),
-                _ if !state.exists() => return Err(not_found(certificate_id).into()),
-                _ => state.tenant.clone(),
+            let states: Vec<CertificateState> = loaded.iter().map(|l| l.state.clone()).collect();
+            let commands = build(&states)?;
+            if commands.len() != streams.len() {
+                return Err(RepositoryError::Append(format!(
+                    "{} commands built for {} certificates",
+                    commands.len(),
+                    streams.len()
+                )));
+            }
+            let mut decided_all = Vec::with_capacity(streams.len());
+            let mut appends = Vec::new();
+            let mut event_ids = Vec::with_capacity(streams.len());
+            for (((id, _), current), command) in streams.iter().zip(&loaded).zip(&commands) {
+                let state = &current.state;
+                let tenant = match command {
+                    CertificateCommand::PlaceOrder(order) if !state.exists() => {
+                        order.tenant.clone()
+                    }
+                    _ if !state.exists() => return Err(not_found(id).into()),
+                    _ => state.tenant.clone(),
+                };
+                let decided = decide(command, state)?;
+                let new_events = encode_events(&decided, &ctx.metadata(&tenant));
+                event_ids.push(new_events.iter().map(|e| e.event_id).collect::<Vec<_>>());
+                if !new_events.is_empty() {
+                    appends.push(StreamAppend {
+                        stream_id: certificate_stream(id),
+                        expected: if state.version == 0 {
+                            ExpectedVersion::NoStream
+                        } else {
+                            ExpectedVersion::Exact(state.version)
+                        },
+                        events: new_events,
+                    });
+                }
+                decided_all.push(decided);
+            }
+            let results = if appends.is_empty() {
+                Vec::new()
+            } else {
+                match self.log.append(appends).await {
+                    Ok(results) => results,
+                    Err(AppendError::Conflict {
+                        stream_id, actual, ..
+                    }) => {
+                        let pinned = streams.iter().find_map(|(id, expect)| match expect {
+                            Expect::Version(v) if certificate_stream(id) == stream_id => {
+                                Some((*id, *v))
+                            }
+                            _ => None,
+                        });
+                        if let Some((id, expected)) = pinned {
+                            return Err(RepositoryError::VersionMismatch {
+                                certificate_id: id.to_owned(),
+                                expected,
+                                actual,
+                            });
+                        }
+                        tracing::debug!(stream_id, attempt, "conflicting append; deciding again");
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    Err(AppendError::Storage(e)) => return Err(RepositoryError::Storage(e)),
+                    Err(e) => return Err(RepositoryError::Append(e.to_string())),
+                }
             };
-            let decided = decide(&command, &state)?;
-            if decided.is_empty() {
-                return Ok(Executed {
+            let mut results = results.into_iter();
+            let mut executed = Vec::with_capacity(streams.len());
+            for ((((id, _), current), command), (decided, ids)) in streams
+                .iter()
+                .zip(loaded)
+                .zip(&commands)
+                .zip(decided_all.into_iter().zip(event_ids))
+            {
+                let Loaded { state, ordered_at } = current;
+                if decided.is_empty() {
+                    executed.push(Executed {
+                        state,
+                        ordered_at,
+                        events: vec![],
+                        positions: vec![],
+                        event_ids: vec![],
+                        attempts: attempt,
+                    });
+                    continue;
+                }
+                let positions = results.next().map(|r| r.positions).unwrap_or_default();
+                let was_new = state.version == 0;
+                let state = decided.iter().fold(state, evolve);
+                let ordered_at = if was_new {
+                    self.first_recorded_at(&certificate_stream(id)).await
+                } else {
+                    ordered_at
+                };
+                tracing::debug!(
+                    certificate_id = id,
+                    command = command.name(),
+                    version = state.version,
+                    events = decided.len(),
+                    attempt,
+                    "appended"
+                );
+                executed.push(Executed {
                     state,
                     ordered_at,
-                    events: vec![],
-                    positions: vec![],
-                    event_ids: vec![],
+                    events: decided,
+                    positions,
+                    event_ids: ids,
                     attempts: attempt,
                 });
             }
-            let metadata = ctx.metadata(&tenant);
-            let new_events: Vec<NewEvent> = decided
-                .iter()
-                .map(|e| {
-                    NewEvent::new(
-                        e.event_type(),
-                        CURRENT_SCHEMA_VERSION,
-                        e.encode_payload(),
-                        metadata.clone(),
-                    )
-                })
-                .collect();
-            let event_ids = new_events.iter().map(|e| e.event_id).collect();
-            let expected = if state.version == 0 {
-                ExpectedVersion::NoStream
-            } else {
-                ExpectedVersion::Exact(state.version)
-            };
-            match self.log.append_one(&stream, expected, new_events).await {
-                Ok(result) => {
-                    let was_new = state.version == 0;
-                    let state = decided.iter().fold(state, evolve);
-                    let ordered_at = if was_new {
-                        self.first_recorded_at(&stream).await
-                    } else {
-                        ordered_at
-                    };
-                    tracing::debug!(
-                        certificate_id,
-                        command = command.name(),
-                        version = result.version,
-                        events = decided.len(),
-                        attempt,
-                        "appended"
-                    );
-                    return Ok(Executed {
-                        state,
-                        ordered_at,
-                        events: decided,
-                        positions: result.positions,
-                        event_ids,
-                        attempts: attempt,
-                    });
-                }
-                Err(AppendError::Conflict { actual, .. }) => {
-                    if let Expect::Version(expected) = expect {
-                        return Err(RepositoryError::VersionMismatch {
-                            certificate_id: certificate_id.to_owned(),
-                            expected,
-                            actual,
-                        });
-                    }
-                    tracing::debug!(
-                        certificate_id,
-                        command = command.name(),
-                        attempt,
-                        "conflicting append; deciding again"
-                    );
-                    tokio::task::yield_now().await;
-                }
-                Err(AppendError::Storage(e)) => return Err(RepositoryError::Storage(e)),
-                Err(e) => return Err(RepositoryError::Append(e.to_string())),
-            }
+            return Ok(executed);
         }
         Err(RepositoryError::Contended {
-            certificate_id: certificate_id.to_owned(),
+            certificate_id: streams
+                .iter()
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>()
+                .join(", "),
             attempts: attempt,
         })
     }
@@ -434,6 +517,21 @@ impl CertificateRepository {
             }
         }
     }
+}
+
+/// Decided events as log entries (current schema version, fresh ids), all with `metadata`.
+pub fn encode_events<E: EventCodec>(decided: &[E], metadata: &Metadata) -> Vec<NewEvent> {
+    decided
+        .iter()
+        .map(|e| {
+            NewEvent::new(
+                e.event_type(),
+                CURRENT_SCHEMA_VERSION,
+                e.encode_payload(),
+                metadata.clone(),
+            )
+        })
+        .collect()
 }
 
 /// Folds stored events; unknown event types count towards the version only.

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use certledger_domain::target::{TargetCommand, TargetState, decide_target, evolve_target};
 use certledger_domain::{DomainError, TargetEvent};
-use certledger_eventlog::{AppendError, EventLog, ExpectedVersion, NewEvent};
-use certledger_proto::codec::{CURRENT_SCHEMA_VERSION, CodecError, EventCodec};
+use certledger_eventlog::{AppendError, EventLog, ExpectedVersion};
+use certledger_proto::codec::{CodecError, EventCodec};
+use certledger_runtime::repository::encode_events;
 use certledger_runtime::{CallContext, RepositoryError};
 
 /// Prefix of a target's stream id.
@@ -104,18 +105,7 @@ impl TargetRepository {
             if decided.is_empty() {
                 return Ok((state, false));
             }
-            let metadata = ctx.metadata(&tenant);
-            let events = decided
-                .iter()
-                .map(|e| {
-                    NewEvent::new(
-                        e.event_type(),
-                        CURRENT_SCHEMA_VERSION,
-                        e.encode_payload(),
-                        metadata.clone(),
-                    )
-                })
-                .collect();
+            let events = encode_events(&decided, &ctx.metadata(&tenant));
             let expected = if state.version == 0 {
                 ExpectedVersion::NoStream
             } else {

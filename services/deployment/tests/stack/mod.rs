@@ -7,15 +7,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certledger_ca::{CertificateUrls, FileKeyStore, IssuancePolicy};
-use certledger_deployment::{DeployerSettings, DeploymentSetup, SecretStore, StartedDeployment};
+use certledger_deployment::{
+    DeployerSettings, DeploymentSetup, SecretStore, StartedDeployment, served_fingerprint,
+};
 use certledger_eventstream::consumer::EventSource;
 use certledger_issuance::ca::{CaSettings, open_ca};
 use certledger_issuance::{IssuanceSetup, IssuerSettings, StartedIssuance};
-use certledger_order::OrderSetup;
+use certledger_order::{CertificateList, OrderSetup, RenewalSetup};
 use certledger_proto::common::v1::{
     CertificateSpec, CertificateStatus, DomainSlotKind, DomainSlots, KeyAlgorithm, ValidationMethod,
 };
 use certledger_proto::deployment::v1::deployment_service_client::DeploymentServiceClient;
+use certledger_proto::deployment::v1::{
+    DeployRequest, ListDeploymentsRequest, RegisterTargetRequest, Target,
+    register_target_request::Kind,
+};
+use certledger_proto::events::v1::NginxTarget;
 use certledger_proto::order::v1::order_service_client::OrderServiceClient;
 use certledger_proto::order::v1::{
     Application, Certificate, GetCertificateRequest, GetHistoryRequest, PlaceOrderRequest,
@@ -27,6 +34,8 @@ pub use certledger_testkit::db::{TestDb, pg_url};
 use certledger_testkit::eventually;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+
+use crate::common::{Nginx, SNI};
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -43,6 +52,16 @@ pub struct Stack {
 /// Order, issuance (NONE validation allowed) and deployment over a fresh schema; the
 /// deployment service opens the issuance service's key store directory itself.
 pub async fn start_stack(drift_interval: Option<Duration>) -> Stack {
+    start_stack_with(drift_interval, None).await
+}
+
+/// [`start_stack`], with renewal: the order service keeps its certificate index and uses
+/// `renewal` (its clock is the issuer's too, so that certificates are valid from the
+/// time the test set).
+pub async fn start_stack_with(
+    drift_interval: Option<Duration>,
+    renewal: Option<RenewalSetup>,
+) -> Stack {
     let _ = certledger_deployment::install_default_crypto_provider();
     let db = TestDb::postgres().await.expect("test database");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -52,13 +71,27 @@ pub async fn start_stack(drift_interval: Option<Duration>) -> Stack {
         urls: CertificateUrls::default(),
     };
     let ca = open_ca(&ca_settings, None).expect("open CA");
+    let list = match &renewal {
+        Some(_) => Some((
+            CertificateList::open(&db.url, &db.schema)
+                .await
+                .expect("certificate index"),
+            EventSource::SqlTail {
+                log: db.log.clone(),
+            },
+        )),
+        None => None,
+    };
+    let renewal = renewal.unwrap_or_default();
+    let clock = renewal.settings.clock.clone();
     let order = certledger_order::start(
         OrderSetup {
             log: db.log.clone(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             issuers: vec!["builtin".into()],
             server: ServerOptions::default(),
-            list: None,
+            list,
+            renewal,
             tasks: vec![],
         },
         CancellationToken::new(),
@@ -76,6 +109,7 @@ pub async fn start_stack(drift_interval: Option<Duration>) -> Stack {
             settings: IssuerSettings {
                 allow_no_validation: true,
                 reissue_delay: Duration::ZERO,
+                clock,
                 ..IssuerSettings::default()
             },
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -155,12 +189,17 @@ pub fn spec(method: ValidationMethod) -> CertificateSpec {
 impl Stack {
     /// Places an order (generated key) with `method`; returns the certificate id.
     pub async fn order(&self, tenant: &str, names: &[&str], method: ValidationMethod) -> String {
+        self.order_spec(tenant, names, spec(method)).await
+    }
+
+    /// Places an order (generated key) for `spec`; returns the certificate id.
+    pub async fn order_spec(&self, tenant: &str, names: &[&str], spec: CertificateSpec) -> String {
         self.orders
             .clone()
             .place_order(as_tenant(
                 tenant,
                 PlaceOrderRequest {
-                    spec: Some(spec(method)),
+                    spec: Some(spec),
                     application: Some(Application {
                         domains: names.iter().map(|d| (*d).to_owned()).collect(),
                         key_source: Some(KeySource::GenerateKey(KeyAlgorithm::Unspecified as i32)),
@@ -249,4 +288,103 @@ impl Stack {
             .map(|e| e.event_type)
             .collect()
     }
+}
+
+pub async fn served(nginx: &Nginx) -> String {
+    served_fingerprint(&nginx.address(), Some(SNI), Duration::from_secs(5))
+        .await
+        .expect("handshake")
+}
+
+pub async fn register_nginx(stack: &Stack, tenant: &str, nginx: &Nginx) -> Target {
+    stack
+        .deployments
+        .clone()
+        .register_target(as_tenant(
+            tenant,
+            RegisterTargetRequest {
+                name: "edge nginx".into(),
+                kind: Some(Kind::Nginx(NginxTarget {
+                    certificate_path: nginx.cert_path.display().to_string(),
+                    key_path: nginx.key_path.display().to_string(),
+                    reload_command: nginx.reload_command(),
+                    verify_address: nginx.address(),
+                    verify_server_name: SNI.into(),
+                })),
+                webhook_secret: String::new(),
+            },
+        ))
+        .await
+        .expect("register nginx target")
+        .into_inner()
+}
+
+pub async fn deploy(
+    stack: &Stack,
+    tenant: &str,
+    certificate_id: &str,
+    target_id: &str,
+) -> Result<certledger_proto::order::v1::Deployment, tonic::Status> {
+    stack
+        .deployments
+        .clone()
+        .deploy(as_tenant(
+            tenant,
+            DeployRequest {
+                certificate_id: certificate_id.into(),
+                target_id: target_id.into(),
+            },
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The deployment state of `certificate_id` on `target_id`, as ListDeployments by target
+/// shows it.
+pub async fn state_on(
+    stack: &Stack,
+    tenant: &str,
+    target_id: &str,
+    certificate_id: &str,
+) -> Option<String> {
+    stack
+        .deployments
+        .clone()
+        .list_deployments(as_tenant(
+            tenant,
+            ListDeploymentsRequest {
+                certificate_id: String::new(),
+                target_id: target_id.into(),
+            },
+        ))
+        .await
+        .ok()?
+        .into_inner()
+        .deployments
+        .into_iter()
+        .find(|v| v.certificate_id == certificate_id)
+        .and_then(|v| v.deployment)
+        .map(|d| d.state)
+}
+
+/// Waits until `successor` is verified on `target_id` and `predecessor` is recorded as
+/// replaced there.
+pub async fn wait_for_replacement(
+    stack: &Stack,
+    tenant: &str,
+    target_id: &str,
+    successor: &str,
+    predecessor: &str,
+) {
+    eventually(
+        DEADLINE,
+        "successor deployed, predecessor replaced",
+        || async {
+            let s = state_on(stack, tenant, target_id, successor).await;
+            let p = state_on(stack, tenant, target_id, predecessor).await;
+            (s.as_deref() == Some("succeeded") && p.as_deref() == Some("replaced")).then_some(())
+        },
+    )
+    .await
+    .expect("replacement");
 }

@@ -6,6 +6,7 @@ mod decide;
 mod evolve;
 mod invariants;
 mod policy;
+mod schedule;
 mod state;
 
 pub use command::*;
@@ -16,4 +17,5 @@ pub use policy::{
     DEFAULT_EXPIRY_THRESHOLDS, DEFAULT_RENEWAL_DAYS, MAX_EXPIRY_THRESHOLD_DAYS, RenewalWindow,
     validate_thresholds,
 };
+pub use schedule::{Backoff, RenewalPolicy, renewal_attempt};
 pub use state::*;

@@ -148,6 +148,7 @@ pub async fn start_stack_with(
             issuers: vec!["builtin".into()],
             server: ServerOptions::default(),
             list: None,
+            renewal: Default::default(),
             tasks: vec![],
         },
         CancellationToken::new(),

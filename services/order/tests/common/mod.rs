@@ -51,6 +51,7 @@ pub async fn start_order(db: &TestDb) -> OrderUnderTest {
                     log: db.log.clone(),
                 },
             )),
+            renewal: Default::default(),
             tasks: vec![],
         },
         CancellationToken::new(),
