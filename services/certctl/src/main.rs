@@ -1,6 +1,7 @@
 //! `certctl`: the command-line client of certledger over gRPC. See `certctl help`.
 
 mod args;
+mod lifecycle;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use certledger_proto::common::v1::{
     CertificateSpec, CertificateStatus, DomainSlotKind, DomainSlots, KeyAlgorithm, PageRequest,
     ValidationMethod,
 };
+use certledger_proto::deployment::v1::deployment_service_client::DeploymentServiceClient;
 use certledger_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
 use certledger_proto::issuance::v1::{
     ApproveApplicationRequest, ExportCertificateRequest, GetCaChainRequest, KeyFormat,
@@ -19,10 +21,12 @@ use certledger_proto::issuance::v1::{
 use certledger_proto::order::v1::application::KeySource;
 use certledger_proto::order::v1::order_service_client::OrderServiceClient;
 use certledger_proto::order::v1::{
-    Application, Certificate, GetCertificateRequest, GetHistoryRequest, ListCertificatesRequest,
-    PlaceOrderRequest, SubmitApplicationRequest, WatchCertificateRequest,
+    Application, Certificate, GetCertificateRequest, GetHistoryRequest, HistoryEntry,
+    ListCertificatesRequest, PlaceOrderRequest, SubmitApplicationRequest, WatchCertificateRequest,
 };
+use certledger_proto::revocation::v1::revocation_service_client::RevocationServiceClient;
 use tokio_stream::StreamExt;
+use tonic::Streaming;
 use tonic::transport::Channel;
 
 use args::{Args, UsageError};
@@ -57,6 +61,24 @@ Commands:
                                          the certificate and chain (and the key) in PEM;
                                          --out writes cert.pem, chain.pem, fullchain.pem,
                                          key.pem (0600)
+  renew ID [--csr FILE] [--wait] [--quiet]
+                                         order the successor of a certificate (same
+                                         specification; --csr for a CSR-based one)
+  revoke ID --reason REASON [--comment TEXT]
+                                         revoke; REASON: unspecified key-compromise
+                                         ca-compromise affiliation-changed superseded
+                                         cessation-of-operation certificate-hold
+                                         privilege-withdrawn aa-compromise
+  targets [list]                         deployment targets
+  targets add NAME --kind file|nginx|webhook [--quiet]
+              file:    --cert-path P --key-path P [--chain-path P] [--command \"ARGV\"]
+              nginx:   --cert-path P --key-path P --reload \"ARGV\" --verify-address HOST:PORT
+                       [--verify-server-name NAME]
+              webhook: --url URL --secret-file FILE [--max-attempts N]
+              (paths are absolute paths on the server's host; ARGV is split at spaces)
+  targets remove TARGET-ID
+  deploy ID --target TARGET-ID           install on a target and wait until it is verified
+                                         (or failed), showing progress
   help                                   this text
 
 Key algorithms: ecdsa-p256 ecdsa-p384 rsa-2048 rsa-3072 rsa-4096 ed25519
@@ -135,6 +157,41 @@ impl Ctx {
     fn issuance(&self) -> IssuanceServiceClient<Channel> {
         IssuanceServiceClient::new(self.channel.clone())
     }
+
+    fn deployment(&self) -> DeploymentServiceClient<Channel> {
+        DeploymentServiceClient::new(self.channel.clone())
+    }
+
+    fn revocation(&self) -> RevocationServiceClient<Channel> {
+        RevocationServiceClient::new(self.channel.clone())
+    }
+
+    /// The certificate as it is now.
+    async fn certificate(&self, id: &str) -> Result<Certificate, Failure> {
+        Ok(self
+            .order()
+            .get_certificate(self.request(GetCertificateRequest {
+                certificate_id: id.to_owned(),
+            })?)
+            .await?
+            .into_inner())
+    }
+
+    /// The certificate's events after `after_version`, then live ones.
+    async fn watch(
+        &self,
+        id: &str,
+        after_version: u64,
+    ) -> Result<Streaming<HistoryEntry>, Failure> {
+        Ok(self
+            .order()
+            .watch_certificate(self.request(WatchCertificateRequest {
+                certificate_id: id.to_owned(),
+                after_version,
+            })?)
+            .await?
+            .into_inner())
+    }
 }
 
 async fn run(argv: Vec<String>) -> Result<(), Failure> {
@@ -186,6 +243,10 @@ async fn run(argv: Vec<String>) -> Result<(), Failure> {
         "watch" => watch(&ctx, &mut args).await,
         "ca" => ca(&ctx, &mut args).await,
         "export" => export(&ctx, &mut args).await,
+        "renew" => lifecycle::renew(&ctx, &mut args).await,
+        "revoke" => lifecycle::revoke(&ctx, &mut args).await,
+        "targets" => lifecycle::targets(&ctx, &mut args).await,
+        "deploy" => lifecycle::deploy(&ctx, &mut args).await,
         other => Err(Failure::Usage(format!("unknown command {other:?}"))),
     };
     match result {
@@ -350,7 +411,7 @@ async fn order(ctx: &Ctx, args: &mut Args) -> Result<(), Failure> {
     if !ctx.json && response.replayed {
         eprintln!("(the idempotency key matched an earlier order: this is that order)");
     }
-    finish(ctx, certificate, wait, quiet).await
+    finish(ctx, None, certificate, wait, quiet).await
 }
 
 async fn apply(ctx: &Ctx, args: &mut Args) -> Result<(), Failure> {
@@ -370,7 +431,7 @@ async fn apply(ctx: &Ctx, args: &mut Args) -> Result<(), Failure> {
         })?)
         .await?
         .into_inner();
-    finish(ctx, certificate, wait, quiet).await
+    finish(ctx, None, certificate, wait, quiet).await
 }
 
 async fn approve(ctx: &Ctx, args: &mut Args) -> Result<(), Failure> {
@@ -395,13 +456,7 @@ async fn approve(ctx: &Ctx, args: &mut Args) -> Result<(), Failure> {
                 if status.code() == tonic::Code::FailedPrecondition
                     && tokio::time::Instant::now() < deadline =>
             {
-                let current = ctx
-                    .order()
-                    .get_certificate(ctx.request(GetCertificateRequest {
-                        certificate_id: id.clone(),
-                    })?)
-                    .await?
-                    .into_inner();
+                let current = ctx.certificate(&id).await?;
                 if current.status != CertificateStatus::Applied as i32 {
                     return Err(status.into());
                 }
@@ -410,7 +465,7 @@ async fn approve(ctx: &Ctx, args: &mut Args) -> Result<(), Failure> {
             Err(status) => return Err(status.into()),
         }
     };
-    finish(ctx, certificate, wait, false).await
+    finish(ctx, None, certificate, wait, false).await
 }
 
 async fn reject(ctx: &Ctx, args: &mut Args) -> Result<(), Failure> {
@@ -427,13 +482,14 @@ async fn reject(ctx: &Ctx, args: &mut Args) -> Result<(), Failure> {
         })?)
         .await?
         .into_inner();
-    finish(ctx, certificate, false, false).await
+    finish(ctx, None, certificate, false, false).await
 }
 
 /// Prints the certificate (only its id with `quiet`), after waiting for it to settle
-/// with `wait`.
+/// with `wait`; with the certificate it renews (`predecessor`), both.
 async fn finish(
     ctx: &Ctx,
+    predecessor: Option<&Certificate>,
     certificate: Certificate,
     wait: bool,
     quiet: bool,
@@ -446,8 +502,25 @@ async fn finish(
     if quiet {
         println!("{}", certificate.certificate_id);
     } else if ctx.json {
-        println!("{}", render::certificate_json(&certificate));
+        match predecessor {
+            Some(p) => println!(
+                "{}",
+                serde_json::json!({
+                    "predecessor": render::certificate_value(p),
+                    "successor": render::certificate_value(&certificate),
+                })
+            ),
+            None => println!("{}", render::certificate_json(&certificate)),
+        }
     } else {
+        if let Some(p) = predecessor {
+            println!(
+                "renewing {} ({}, not after {}); the successor:\n",
+                p.certificate_id,
+                render::status_name(p.status),
+                render::time(p.not_after.as_ref())
+            );
+        }
         print!("{}", render::certificate_text(&certificate));
         if !wait {
             print!("{}", render::next_step(&certificate));
@@ -486,25 +559,11 @@ async fn wait_until_settled(ctx: &Ctx, certificate: Certificate) -> Result<Certi
         "waiting for {id} ({}); Ctrl-C stops waiting, not the order",
         render::status_name(certificate.status)
     );
-    let mut stream = ctx
-        .order()
-        .watch_certificate(ctx.request(WatchCertificateRequest {
-            certificate_id: id.clone(),
-            after_version: certificate.version,
-        })?)
-        .await?
-        .into_inner();
+    let mut stream = ctx.watch(&id, certificate.version).await?;
     let mut hinted = false;
-    loop {
-        let current = ctx
-            .order()
-            .get_certificate(ctx.request(GetCertificateRequest {
-                certificate_id: id.clone(),
-            })?)
-            .await?
-            .into_inner();
+    follow(ctx, &id, &mut stream, |current| {
         if settled(current.status) {
-            return Ok(current);
+            return true;
         }
         if !hinted && current.status == CertificateStatus::Validating as i32 {
             if current.spec.as_ref().map(|s| s.validation_method)
@@ -513,6 +572,25 @@ async fn wait_until_settled(ctx: &Ctx, certificate: Certificate) -> Result<Certi
                 eprintln!("  waiting for approval: certctl approve {id}");
             }
             hinted = true;
+        }
+        false
+    })
+    .await
+}
+
+/// Prints the certificate's events from `stream` on stderr until `done` holds for the
+/// certificate as it is then (looked at after each event, and every few seconds);
+/// returns it.
+async fn follow(
+    ctx: &Ctx,
+    id: &str,
+    stream: &mut Streaming<HistoryEntry>,
+    mut done: impl FnMut(&Certificate) -> bool,
+) -> Result<Certificate, Failure> {
+    loop {
+        let current = ctx.certificate(id).await?;
+        if done(&current) {
+            return Ok(current);
         }
         match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
             Ok(Some(Ok(entry))) => eprintln!("  {}", render::history_line(&entry)),
@@ -530,11 +608,7 @@ async fn wait_until_settled(ctx: &Ctx, certificate: Certificate) -> Result<Certi
 async fn get(ctx: &Ctx, args: &mut Args) -> Result<(), Failure> {
     let id = args.required_positional("certificate id")?;
     args.finish()?;
-    let certificate = ctx
-        .order()
-        .get_certificate(ctx.request(GetCertificateRequest { certificate_id: id })?)
-        .await?
-        .into_inner();
+    let certificate = ctx.certificate(&id).await?;
     if ctx.json {
         println!("{}", render::certificate_json(&certificate));
     } else {
@@ -618,14 +692,7 @@ async fn watch(ctx: &Ctx, args: &mut Args) -> Result<(), Failure> {
     let id = args.required_positional("certificate id")?;
     let after_version = args.parsed::<u64>("after-version")?.unwrap_or(0);
     args.finish()?;
-    let mut stream = ctx
-        .order()
-        .watch_certificate(ctx.request(WatchCertificateRequest {
-            certificate_id: id,
-            after_version,
-        })?)
-        .await?
-        .into_inner();
+    let mut stream = ctx.watch(&id, after_version).await?;
     while let Some(entry) = stream.next().await {
         let entry = entry?;
         if ctx.json {

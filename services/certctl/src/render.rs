@@ -1,10 +1,13 @@
-//! Human-readable and JSON renderings of certificates and their history.
+//! Human-readable and JSON renderings of certificates, their history, targets and
+//! deployments.
 
 use certledger_proto::common::v1::{
     CertificateStatus, DomainSlotKind, Failure, KeyAlgorithm, RevocationReason, ValidationMethod,
 };
+use certledger_proto::deployment::v1::Target;
+use certledger_proto::deployment::v1::target::Kind;
 use certledger_proto::events::v1::certificate_event::Event;
-use certledger_proto::order::v1::{Certificate, HistoryEntry};
+use certledger_proto::order::v1::{Certificate, Deployment, HistoryEntry};
 use serde_json::{Value, json};
 
 /// The canonical name of a gRPC status code (`INVALID_ARGUMENT`).
@@ -66,7 +69,8 @@ fn slot_name(kind: i32, max: u32) -> String {
     }
 }
 
-fn reason_name(reason: i32) -> String {
+/// A revocation reason as words (`key-compromise`).
+pub fn reason_name(reason: i32) -> String {
     RevocationReason::try_from(reason)
         .map(|r| short(r.as_str_name(), "REVOCATION_REASON_"))
         .unwrap_or_else(|_| format!("reason {reason}"))
@@ -166,6 +170,11 @@ pub fn certificate_text(c: &Certificate) -> String {
         rows.push(("renewed by", c.successor_id.clone()));
     }
     rows.push(("version", c.version.to_string()));
+    fields(&rows)
+}
+
+/// `key: value` lines, the values aligned.
+fn fields(rows: &[(&str, String)]) -> String {
     let mut out = String::new();
     for (k, v) in rows {
         out.push_str(&format!("{:<14}{v}\n", format!("{k}:")));
@@ -263,45 +272,140 @@ pub fn certificate_table(list: &[Certificate]) -> String {
     if list.is_empty() {
         return "no certificates\n".into();
     }
-    let rows: Vec<[String; 4]> = list
-        .iter()
-        .map(|c| {
-            [
-                c.certificate_id.clone(),
-                status_name(c.status),
-                c.domains.join(","),
-                time(c.not_after.as_ref()),
-            ]
-        })
+    let rows = list.iter().map(|c| {
+        [
+            c.certificate_id.clone(),
+            status_name(c.status),
+            c.domains.join(","),
+            time(c.not_after.as_ref()),
+        ]
+    });
+    table(["CERTIFICATE", "STATUS", "DOMAINS", "NOT AFTER"], rows)
+}
+
+/// Rows under a header, in columns as wide as their widest cell.
+fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) -> String {
+    let rows: Vec<[String; N]> = std::iter::once(header.map(str::to_owned))
+        .chain(rows)
         .collect();
-    let header = [
-        "CERTIFICATE".to_owned(),
-        "STATUS".into(),
-        "DOMAINS".into(),
-        "NOT AFTER".into(),
-    ];
-    let mut widths = header.clone().map(|h| h.len());
+    let mut widths = [0; N];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |row: &[String; 4]| {
-        let mut s = String::new();
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
-            if i == row.len() - 1 {
-                s.push_str(cell);
+            if i == N - 1 {
+                line.push_str(cell);
             } else {
-                s.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
             }
         }
-        s.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(&header);
-    for row in &rows {
-        out.push_str(&line(row));
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
+}
+
+/// The kind of a target and where it installs (`file`, `/srv/tls/cert.pem`).
+fn target_kind(t: &Target) -> (&'static str, String) {
+    match &t.kind {
+        Some(Kind::Nginx(n)) => (
+            "nginx",
+            format!("{} (verified at {})", n.certificate_path, n.verify_address),
+        ),
+        Some(Kind::File(f)) => ("file", f.certificate_path.clone()),
+        Some(Kind::Webhook(w)) => ("webhook", w.url.clone()),
+        None => ("", String::new()),
+    }
+}
+
+fn target_state(t: &Target) -> &'static str {
+    if t.removed { "removed" } else { "active" }
+}
+
+/// Targets as a table.
+pub fn target_table(list: &[Target]) -> String {
+    if list.is_empty() {
+        return "no targets (add one: certctl targets add NAME --kind file --cert-path … --key-path …)\n".into();
+    }
+    let rows = list.iter().map(|t| {
+        let (kind, place) = target_kind(t);
+        [
+            t.target_id.clone(),
+            t.name.clone(),
+            kind.to_owned(),
+            target_state(t).to_owned(),
+            place,
+        ]
+    });
+    table(["TARGET", "NAME", "KIND", "STATE", "WHERE"], rows)
+}
+
+/// A target as `key: value` lines.
+pub fn target_text(t: &Target) -> String {
+    let (kind, place) = target_kind(t);
+    fields(&[
+        ("target", t.target_id.clone()),
+        ("name", t.name.clone()),
+        ("kind", kind.to_owned()),
+        ("where", place),
+        ("state", target_state(t).to_owned()),
+    ])
+}
+
+/// A target as a JSON value.
+pub fn target_value(t: &Target) -> Value {
+    let settings = match &t.kind {
+        Some(Kind::Nginx(n)) => json!({
+            "certificate_path": n.certificate_path,
+            "key_path": n.key_path,
+            "reload_command": n.reload_command,
+            "verify_address": n.verify_address,
+            "verify_server_name": n.verify_server_name,
+        }),
+        Some(Kind::File(f)) => json!({
+            "certificate_path": f.certificate_path,
+            "key_path": f.key_path,
+            "chain_path": f.chain_path,
+            "command": f.command,
+        }),
+        Some(Kind::Webhook(w)) => json!({
+            "url": w.url,
+            "max_attempts": w.max_attempts,
+        }),
+        None => Value::Null,
+    };
+    json!({
+        "target_id": t.target_id,
+        "name": t.name,
+        "kind": target_kind(t).0,
+        "removed": t.removed,
+        "settings": settings,
+    })
+}
+
+/// A deployment of a certificate as `key: value` lines.
+pub fn deployment_text(certificate_id: &str, d: &Deployment) -> String {
+    fields(&[
+        ("deployment", d.deployment_id.clone()),
+        ("certificate", certificate_id.to_owned()),
+        ("target", d.target_id.clone()),
+        ("state", d.state.clone()),
+    ])
+}
+
+/// A deployment of a certificate as a JSON value.
+pub fn deployment_value(certificate_id: &str, d: &Deployment) -> Value {
+    json!({
+        "deployment_id": d.deployment_id,
+        "certificate_id": certificate_id,
+        "target_id": d.target_id,
+        "state": d.state,
+    })
 }
 
 /// What an event says, in a few words.

@@ -1,6 +1,7 @@
 //! certctl as a process against certd (started in this process on a temporary data
 //! directory): order → approve → issued → history → export → CA chain checked by
-//! `openssl verify`; precise errors with a non-zero exit.
+//! `openssl verify`; targets → deploy to files → revoke → the CRL lists the serial;
+//! renew; precise errors with a non-zero exit.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -22,6 +23,8 @@ async fn start_certd(data: &Path) -> anyhow::Result<Certd> {
         "--listen",
         "127.0.0.1:0",
         "--http-listen",
+        "127.0.0.1:0",
+        "--revocation-http-listen",
         "127.0.0.1:0",
     ]
     .map(str::to_owned)
@@ -326,5 +329,252 @@ async fn errors_name_the_status_and_the_field() -> anyhow::Result<()> {
         "{}",
         text(&down.stderr)
     );
+    Ok(())
+}
+
+/// The certificate id of `order … --quiet`.
+async fn issued_certificate(
+    server: &str,
+    domain: &str,
+    validity_days: &str,
+) -> anyhow::Result<String> {
+    let id = ok(
+        server,
+        &[
+            "order",
+            "--domain",
+            domain,
+            "--validation",
+            "none",
+            "--validity-days",
+            validity_days,
+            "--wait",
+            "--quiet",
+        ],
+    )
+    .await?;
+    Ok(id.trim().to_owned())
+}
+
+/// The issuer's current CRL (RevocationService.GetCrl) as `openssl crl -text` reads it.
+async fn crl_text(server: &str, dir: &Path) -> anyhow::Result<String> {
+    use certledger_proto::revocation::v1::GetCrlRequest;
+    use certledger_proto::revocation::v1::revocation_service_client::RevocationServiceClient;
+    let crl = RevocationServiceClient::connect(server.to_owned())
+        .await?
+        .get_crl(GetCrlRequest {
+            issuer: "builtin".into(),
+        })
+        .await?
+        .into_inner();
+    std::fs::write(dir.join("builtin.crl"), &crl.crl_der)?;
+    certledger_testkit::openssl::run(
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            "builtin.crl",
+            "-noout",
+            "-text",
+        ],
+        dir,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_deploy_to_files_and_revoke() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let certd = start_certd(&data.path().join("data")).await?;
+    let server = certd.server.clone();
+    let id = issued_certificate(&server, "files.example.test", "90").await?;
+
+    let none = ok(&server, &["targets"]).await?;
+    ensure!(none.starts_with("no targets"), "{none}");
+
+    // A file target: certificate, chain and key written where it says.
+    let site = data.path().join("site");
+    std::fs::create_dir_all(&site)?;
+    let path = |name: &str| site.join(name).display().to_string();
+    let added = json(
+        &server,
+        &[
+            "targets",
+            "add",
+            "site",
+            "--kind",
+            "file",
+            "--cert-path",
+            &path("cert.pem"),
+            "--key-path",
+            &path("key.pem"),
+            "--chain-path",
+            &path("chain.pem"),
+        ],
+    )
+    .await?;
+    ensure!(
+        added["kind"] == "file" && added["name"] == "site" && added["removed"] == false,
+        "{added}"
+    );
+    let target = added["target_id"].as_str().context("target_id")?.to_owned();
+    let listed = ok(&server, &["targets", "list"]).await?;
+    ensure!(
+        listed.starts_with("TARGET") && listed.contains(&target) && listed.contains("active"),
+        "{listed}"
+    );
+
+    // deploy returns once the deployment is verified.
+    let deployed = ok(&server, &["deploy", &id, "--target", &target]).await?;
+    ensure!(deployed.contains("state:        succeeded"), "{deployed}");
+    let issued = json(&server, &["get", &id]).await?;
+    let pem = issued["certificate_pem"]
+        .as_str()
+        .context("certificate_pem")?;
+    ensure!(
+        std::fs::read_to_string(site.join("cert.pem"))? == pem,
+        "cert.pem is not the issued certificate"
+    );
+    ensure!(
+        std::fs::read_to_string(site.join("chain.pem"))? == issued["chain_pem"],
+        "chain.pem is not the chain"
+    );
+    // The key written is the certificate's.
+    let public = |args: &[&str]| certledger_testkit::openssl::run(args, &site);
+    ensure!(
+        public(&["x509", "-in", "cert.pem", "-noout", "-pubkey"])?
+            == public(&["pkey", "-in", "key.pem", "-pubout"])?,
+        "key.pem does not belong to cert.pem"
+    );
+    let mode = std::fs::metadata(site.join("key.pem"))?
+        .permissions()
+        .mode()
+        & 0o777;
+    ensure!(mode == 0o600, "key.pem has mode {mode:o}");
+    let shown = json(&server, &["get", &id]).await?;
+    ensure!(
+        shown["deployments"][0]["target_id"] == target.as_str()
+            && shown["deployments"][0]["state"] == "succeeded",
+        "{shown}"
+    );
+
+    // A command that fails: the deployment fails, certctl says why and exits non-zero.
+    let broken = json(
+        &server,
+        &[
+            "targets",
+            "add",
+            "broken",
+            "--kind",
+            "file",
+            "--cert-path",
+            &data.path().join("broken/cert.pem").display().to_string(),
+            "--key-path",
+            &data.path().join("broken/key.pem").display().to_string(),
+            "--command",
+            "/bin/false --flag",
+        ],
+    )
+    .await?;
+    ensure!(
+        broken["settings"]["command"] == serde_json::json!(["/bin/false", "--flag"]),
+        "{broken}"
+    );
+    let broken = broken["target_id"].as_str().context("target_id")?;
+    let failed = certctl(&server, &["--json", "deploy", &id, "--target", broken]).await?;
+    ensure!(failed.status.code() == Some(1), "{failed:?}");
+    let state: serde_json::Value = serde_json::from_slice(&failed.stdout)?;
+    ensure!(state["state"] == "failed", "{state}");
+    let stderr = text(&failed.stderr);
+    ensure!(stderr.contains("ended failed: deployment to"), "{stderr}");
+
+    let unknown = certctl(&server, &["deploy", &id, "--target", "no-such-target"]).await?;
+    ensure!(unknown.status.code() == Some(1), "{unknown:?}");
+    ensure!(
+        text(&unknown.stderr).contains("NOT_FOUND"),
+        "{}",
+        text(&unknown.stderr)
+    );
+
+    // Removed targets are listed as removed.
+    let removed = json(&server, &["targets", "remove", broken]).await?;
+    ensure!(removed["removed"] == true, "{removed}");
+
+    // Revoke: the certificate says so, and the CRL lists its serial.
+    let usage = certctl(&server, &["revoke", &id, "--reason", "bored"]).await?;
+    ensure!(usage.status.code() == Some(2), "{usage:?}");
+    let revoked = ok(
+        &server,
+        &[
+            "revoke",
+            &id,
+            "--reason",
+            "key-compromise",
+            "--comment",
+            "test",
+        ],
+    )
+    .await?;
+    ensure!(
+        revoked.contains("status:       revoked") && revoked.contains("(key-compromise)"),
+        "{revoked}"
+    );
+    let serial = issued["serial"]
+        .as_str()
+        .context("serial")?
+        .replace(':', "")
+        .to_ascii_uppercase();
+    let dir = data.path().to_owned();
+    let crl = certledger_testkit::eventually(
+        std::time::Duration::from_secs(20),
+        "the serial on the CRL",
+        || {
+            let (dir, server, serial) = (dir.clone(), server.clone(), serial.clone());
+            async move {
+                let crl = crl_text(&server, &dir).await.ok()?;
+                crl.to_ascii_uppercase().contains(&serial).then_some(crl)
+            }
+        },
+    )
+    .await?;
+    ensure!(crl.contains("Key Compromise"), "{crl}");
+
+    certd.shutdown.cancel();
+    certd.running.wait().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renew_orders_a_successor() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let certd = start_certd(&data.path().join("data")).await?;
+    let server = certd.server.clone();
+    // Inside the renewal window (30 days before expiry) from the start.
+    let id = issued_certificate(&server, "renew.example.test", "10").await?;
+
+    let out = certctl(&server, &["--json", "renew", &id, "--wait"]).await?;
+    ensure!(out.status.success(), "{}", text(&out.stderr));
+    let renewed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let successor = &renewed["successor"];
+    ensure!(
+        renewed["predecessor"]["certificate_id"] == id.as_str(),
+        "{renewed}"
+    );
+    ensure!(
+        successor["status"] == "issued" && successor["predecessor_id"] == id.as_str(),
+        "{renewed}"
+    );
+    ensure!(successor["certificate_id"] != id.as_str(), "{renewed}");
+    let again = json(&server, &["get", &id]).await?;
+    ensure!(
+        again["successor_id"] == successor["certificate_id"],
+        "{again}"
+    );
+
+    let missing = certctl(&server, &["renew", "01900000-0000-7000-8000-000000000000"]).await?;
+    ensure!(missing.status.code() == Some(1), "{missing:?}");
+
+    certd.shutdown.cancel();
+    certd.running.wait().await?;
     Ok(())
 }

@@ -7,24 +7,39 @@
 //!   distributed system (the CA directory must then be the same on every replica, e.g. a
 //!   shared volume, or each replica runs with its own issuer id).
 //!
-//! The order and issuance services share one gRPC address (one router: both services,
-//! the standard health service and server reflection); the projections dashboard, JSON
-//! API and `/metrics` are served over HTTP on a second address.
+//! The order, issuance, deployment, revocation and query services share one gRPC address
+//! (one router: every service, the standard health service and server reflection); the
+//! projections dashboard, JSON API and `/metrics` are served over HTTP on a second address,
+//! and the revocation service's CRLs and OCSP responder on a third
+//! (`--revocation-http-listen`; certificates issued by an embedded certd name it).
 //!
-//! Every option of the issuance service is accepted too (see `certd --help`); the ones
-//! below are certd's own or have a different default.
+//! Deployment reads the keys of generated certificates from the issuance service's key
+//! store (`<data-dir>/keys`, shared in the process) and keeps webhook secrets in
+//! `--secrets-dir` (default `<data-dir>/deployment-secrets`).
+//!
+//! Every option of the issuance service is accepted too, and the order service's renewal
+//! options ([`ORDER_FLAGS`]; see `certd --help`); the ones below are certd's own or have a
+//! different default.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use certledger_deployment::{DeployerSettings, DeploymentParts, DeploymentSetup, SecretStore};
+use certledger_eventlog::EventLog;
+use certledger_eventstream::consumer::EventSource;
 use certledger_issuance::ca::open_ca;
 use certledger_issuance::config::IssuanceConfig;
 use certledger_issuance::{IssuanceParts, IssuanceSetup};
-use certledger_order::{CertificateList, OrderParts, OrderSetup};
+use certledger_order::{CertificateList, OrderParts, OrderSetup, RenewalSetup};
 use certledger_projections::{
-    HttpConfig, HttpServer, ProjectionStore, Projector, ProjectorConfig, StoreOptions,
+    HttpConfig, HttpServer, ProjectionStore, Projector, ProjectorConfig, QueryService, StoreOptions,
+};
+use certledger_proto::query::v1::certificate_query_service_server::CertificateQueryServiceServer;
+use certledger_revocation::{
+    IssuerSigner, OcspConfig, PublisherSettings, RevocationParts, RevocationSetup,
 };
 use certledger_runtime::config::{Args, ConfigError, Flag, Parsed, parse};
 use certledger_runtime::events::{open_log, open_source};
@@ -41,6 +56,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 
 /// The default address of the dashboard, JSON API and `/metrics`.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
+
+/// The default address of the revocation service's CRLs and OCSP responder.
+pub const DEFAULT_REVOCATION_HTTP_LISTEN: &str = "127.0.0.1:8081";
+
+/// The webhook secrets directory of the deployment service, under the data directory.
+pub const SECRETS_SUBDIR: &str = "deployment-secrets";
 
 /// certd's own options; every other option of the issuance service is accepted too.
 pub const OWN_FLAGS: &[Flag] = &[
@@ -64,7 +85,7 @@ pub const OWN_FLAGS: &[Flag] = &[
     Flag::value(
         "listen",
         "CERTLEDGER_LISTEN",
-        "gRPC address of OrderService and IssuanceService, with health and reflection (port 0: any free port)",
+        "gRPC address of every service (order, issuance, deployment, revocation, query), with health and reflection (port 0: any free port)",
     )
     .default(DEFAULT_LISTEN),
     Flag::value(
@@ -73,6 +94,23 @@ pub const OWN_FLAGS: &[Flag] = &[
         "address of the dashboard, JSON API and /metrics (port 0: any free port; \"off\": none)",
     )
     .default(DEFAULT_HTTP_LISTEN),
+    Flag::value(
+        "revocation-http-listen",
+        "CERTLEDGER_REVOCATION_HTTP_LISTEN",
+        "address of the CRLs (/crl/<issuer>.crl) and the OCSP responder (/ocsp); embedded, certificates name it unless --revocation-base-url says otherwise (port 0: any free port)",
+    )
+    .default(DEFAULT_REVOCATION_HTTP_LISTEN),
+    Flag::value(
+        "secrets-dir",
+        "CERTLEDGER_DEPLOYMENT_SECRETS_DIR",
+        "directory of the deployment service's webhook secrets (files 0600; default: <data-dir>/deployment-secrets); certificate keys are read from <data-dir>/keys",
+    ),
+    Flag::value(
+        "drift-interval",
+        "CERTLEDGER_DRIFT_INTERVAL",
+        "how often active nginx deployments are probed for drift (e.g. 5m; 0 turns probing off)",
+    )
+    .default("5m"),
     Flag::switch(
         "allow-no-validation",
         "CERTLEDGER_ALLOW_NO_VALIDATION",
@@ -80,10 +118,24 @@ pub const OWN_FLAGS: &[Flag] = &[
     ),
 ];
 
-/// Every option certd accepts: [`OWN_FLAGS`], then the issuance service's others.
+/// The order service's options certd accepts too: renewal windows, expiry thresholds
+/// and the auto-renew scheduler.
+pub const ORDER_FLAGS: &[&str] = &[
+    "renewal-window",
+    "expiry-thresholds",
+    "renewal-retry",
+    "reuse-csr",
+    "scheduler",
+];
+
+/// Every option certd accepts: [`OWN_FLAGS`], the issuance service's others, then the
+/// order service's [`ORDER_FLAGS`].
 pub fn flags() -> Vec<Flag> {
     let mut flags = OWN_FLAGS.to_vec();
-    for flag in certledger_issuance::config::FLAGS {
+    let order = certledger_order::config::FLAGS
+        .iter()
+        .filter(|f| ORDER_FLAGS.contains(&f.name));
+    for flag in certledger_issuance::config::FLAGS.iter().chain(order) {
         if !flags.iter().any(|f| f.name == flag.name) {
             flags.push(*flag);
         }
@@ -107,9 +159,17 @@ pub struct CertdConfig {
     pub projections_pg_schema: String,
     /// The dashboard's address (`None`: no HTTP server).
     pub http_listen: Option<SocketAddr>,
+    /// The address of the CRLs and the OCSP responder.
+    pub revocation_http_listen: SocketAddr,
+    /// The deployment service's webhook secrets directory.
+    pub secrets_dir: PathBuf,
+    /// How often active nginx deployments are probed for drift (`None`: never).
+    pub drift_interval: Option<Duration>,
     /// Everything the issuance service takes (event log, NATS, gRPC address, CA, …),
     /// shared with the order service.
     pub issuance: IssuanceConfig,
+    /// Renewal policies and the order service's expiry and auto-renew scheduler.
+    pub renewal: RenewalSetup,
 }
 
 /// Parses `argv` (without the program name) with `env` as the environment.
@@ -117,7 +177,7 @@ pub fn configure(
     argv: Vec<String>,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<CertdConfig>, ConfigError> {
-    const ABOUT: &str = "every certledger service in one process (order, issuance, projections; embedded SQLite by default)";
+    const ABOUT: &str = "every certledger service in one process (order, issuance, deployment, revocation, query and dashboard; embedded SQLite by default)";
     let flags = flags();
     let first = match parse("certd", ABOUT, &flags, argv.clone(), &env)? {
         Parsed::Help(text) => {
@@ -131,12 +191,21 @@ pub fn configure(
     let no_validation_by_default = embedded && first.value("allow-no-validation").is_none();
     let sqlite = |file: &str| format!("sqlite:{}", PathBuf::from(&data_dir).join(file).display());
     let log_url = sqlite("certledger.db");
+    // Embedded, certificates name the CRL and OCSP URLs this process serves (unless the
+    // address is only known once bound, or names no host a client could reach).
+    let revocation_base_url = first
+        .parsed::<SocketAddr>("revocation-http-listen")
+        .ok()
+        .flatten()
+        .filter(|addr| embedded && addr.port() != 0 && !addr.ip().is_unspecified())
+        .map(|addr| format!("http://{addr}"));
     // The derived defaults go in as if they came from the environment, so that the
     // issuance service's validation (naming the key on error) sees them.
     let with_defaults = |key: &str| {
         env(key).filter(|v| !v.is_empty()).or_else(|| match key {
             "CERTLEDGER_DATABASE_URL" if embedded => Some(log_url.clone()),
             "CERTLEDGER_ALLOW_NO_VALIDATION" if no_validation_by_default => Some("true".into()),
+            "CERTLEDGER_REVOCATION_BASE_URL" => revocation_base_url.clone(),
             _ => None,
         })
     };
@@ -149,6 +218,16 @@ pub fn configure(
     };
     let issuance = IssuanceConfig::from_args(&args)?;
     let http_listen = http_listen(&args)?;
+    let revocation_http_listen = args
+        .parsed::<SocketAddr>("revocation-http-listen")?
+        .ok_or_else(|| args.error("revocation-http-listen", "is required"))?;
+    let secrets_dir = args
+        .value("secrets-dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(&data_dir).join(SECRETS_SUBDIR));
+    let drift_interval = args.duration("drift-interval")?.filter(|d| !d.is_zero());
+    // certd always keeps the certificate list, which the scheduler needs.
+    let renewal = certledger_order::config::renewal_setup(&args, true)?;
     let projections_url = if embedded {
         sqlite("projections.db")
     } else {
@@ -161,7 +240,11 @@ pub fn configure(
         projections_url,
         projections_pg_schema: args.required("projections-pg-schema")?.to_owned(),
         http_listen,
+        revocation_http_listen,
+        secrets_dir,
+        drift_interval,
         issuance,
+        renewal,
     }))
 }
 
@@ -177,11 +260,12 @@ fn http_listen(args: &Args) -> Result<Option<SocketAddr>, ConfigError> {
 pub struct Certd {
     grpc: RunningService,
     http_addr: Option<SocketAddr>,
+    revocation_http_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Certd {
-    /// The gRPC address (order, issuance, health, reflection).
+    /// The gRPC address (every service, health, reflection).
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc.addr()
     }
@@ -189,6 +273,11 @@ impl Certd {
     /// The dashboard's address, if served.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The address of the CRLs (`/crl/<issuer>.crl`) and the OCSP responder (`/ocsp`).
+    pub fn revocation_http_addr(&self) -> SocketAddr {
+        self.revocation_http_addr
     }
 
     /// Waits until shutdown (the token given to [`start`]) and the drain are over.
@@ -209,6 +298,9 @@ impl Certd {
 pub const GRPC_SERVICES: &[&str] = &[
     certledger_order::SERVICE_NAME,
     certledger_issuance::SERVICE_NAME,
+    certledger_deployment::SERVICE_NAME,
+    certledger_revocation::SERVICE_NAME,
+    certledger_projections::SERVICE_NAME,
 ];
 
 /// Starts everything in the background; stops when `shutdown` is cancelled.
@@ -244,11 +336,13 @@ pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow:
             issuers: vec![c.issuer.issuer_id.clone()],
             server: c.server.clone(),
             list: Some((list, source.clone())),
-            renewal: Default::default(),
+            renewal: config.renewal.clone(),
             tasks: relay.into_iter().collect(),
         },
         shutdown.clone(),
     );
+    let signer = IssuerSigner::from_authority(&ca.authority, ca.keys.as_ref())
+        .context("opening the intermediate CA's key for CRLs and OCSP")?;
     let IssuanceParts {
         server: issuance,
         tasks: issuance_tasks,
@@ -258,7 +352,7 @@ pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow:
             log: log.clone(),
             source: source.clone(),
             authority: ca.authority,
-            keys: ca.keys,
+            keys: ca.keys.clone(),
             settings: c.issuer.clone(),
             listen: c.listen,
             server: c.server.clone(),
@@ -268,18 +362,38 @@ pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow:
         shutdown.clone(),
     );
     grpc_tasks.extend(issuance_tasks);
-    let routes = Routes::new(order).add_service(issuance);
 
-    // ---- deployment and revocation: add them here ------------------------------------
-    // When `certledger-deployment` and `certledger-revocation` are services, build each
-    // from `log`, `source.clone()` and `shutdown.clone()` like order and issuance above:
-    // add its gRPC service to `routes`, its name to `GRPC_SERVICES`, its tasks to
-    // `grpc_tasks`, and its HTTP endpoints (CRL, OCSP) beside the dashboard below.
-    // ------------------------------------------------------------------------------------
+    let secrets = SecretStore::open(&config.secrets_dir).with_context(|| {
+        format!(
+            "opening the webhook secrets directory {} (--secrets-dir)",
+            config.secrets_dir.display()
+        )
+    })?;
+    let DeploymentParts {
+        server: deployment,
+        tasks: deployment_tasks,
+        ..
+    } = certledger_deployment::build(
+        DeploymentSetup {
+            log: log.clone(),
+            source: Some(source.clone()),
+            keys: ca.keys,
+            secrets,
+            settings: DeployerSettings::default(),
+            drift_interval: config.drift_interval,
+            listen: c.listen,
+            server: c.server.clone(),
+            tasks: Vec::new(),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .context("reading the deployments from the event log")?;
+    grpc_tasks.extend(deployment_tasks);
 
-    let grpc = RunningService::spawn(grpc, routes, GRPC_SERVICES, shutdown.clone(), grpc_tasks);
+    let mut revocation = start_revocation(config, &log, &source, signer, shutdown.clone()).await?;
+    grpc_tasks.append(&mut revocation.tasks);
 
-    let mut tasks = Vec::new();
     let store = ProjectionStore::connect_with(
         &config.projections_url,
         StoreOptions::new().pg_schema(config.projections_pg_schema.clone()),
@@ -287,6 +401,16 @@ pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow:
     .await
     .context("opening the read models (--database-url)")?;
     let projector = Projector::new(store.clone(), log.clone(), ProjectorConfig::default());
+    let query = QueryService::new(projector.clone(), shutdown.clone());
+
+    let routes = Routes::new(order)
+        .add_service(issuance)
+        .add_service(deployment)
+        .add_service(revocation.server)
+        .add_service(CertificateQueryServiceServer::new(query));
+    let grpc = RunningService::spawn(grpc, routes, GRPC_SERVICES, shutdown.clone(), grpc_tasks);
+
+    let mut tasks = Vec::new();
     {
         let projector: Arc<Projector> = projector.clone();
         let token = shutdown.clone();
@@ -314,7 +438,41 @@ pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow:
     Ok(Certd {
         grpc,
         http_addr,
+        revocation_http_addr: revocation.http_addr,
         tasks,
+    })
+}
+
+/// Builds the revocation service on certd's log and event source: its HTTP server
+/// (CRLs, OCSP) serves at once; its API goes on certd's router.
+async fn start_revocation(
+    config: &CertdConfig,
+    log: &Arc<dyn EventLog>,
+    source: &EventSource,
+    signer: IssuerSigner,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RevocationParts> {
+    let c = &config.issuance;
+    let addr = config.revocation_http_listen;
+    certledger_revocation::build(
+        RevocationSetup {
+            log: log.clone(),
+            source: source.clone(),
+            signer: Arc::new(signer),
+            issuer_id: c.issuer.issuer_id.clone(),
+            publisher: PublisherSettings::default(),
+            ocsp: OcspConfig::default(),
+            http: certledger_revocation::HttpConfig::default(),
+            listen: addr,
+            http_listen: addr,
+            server: c.server.clone(),
+            tasks: Vec::new(),
+        },
+        shutdown,
+    )
+    .await
+    .with_context(|| {
+        format!("starting the revocation service on {addr} (--revocation-http-listen)")
     })
 }
 
@@ -353,6 +511,25 @@ mod tests {
         );
         assert!(c.issuance.issuer.allow_no_validation && c.no_validation_by_default);
         assert!(c.issuance.nats_url.is_none());
+        assert_eq!(
+            c.revocation_http_listen.to_string(),
+            DEFAULT_REVOCATION_HTTP_LISTEN
+        );
+        // Certificates name the CRL and OCSP this certd serves.
+        assert_eq!(
+            c.issuance.ca.urls.crl_distribution_point.as_deref(),
+            Some("http://127.0.0.1:8081/crl/builtin.crl")
+        );
+        assert_eq!(
+            c.issuance.ca.urls.ocsp.as_deref(),
+            Some("http://127.0.0.1:8081/ocsp")
+        );
+        assert_eq!(
+            c.secrets_dir,
+            PathBuf::from(DEFAULT_DATA_DIR).join(SECRETS_SUBDIR)
+        );
+        assert!(c.drift_interval.is_some());
+        assert!(c.renewal.scheduler_interval.is_some());
 
         let c = config(
             &["--allow-no-validation=false"],
@@ -362,6 +539,22 @@ mod tests {
         assert!(!c.issuance.issuer.allow_no_validation);
         assert_eq!(c.issuance.database_url, "sqlite:/d/certledger.db");
         assert_eq!(c.issuance.ca.data_dir, PathBuf::from("/d"));
+        assert_eq!(c.secrets_dir, PathBuf::from("/d/deployment-secrets"));
+
+        // An address known only once bound is named by no certificate; an explicit base
+        // URL wins.
+        let c = config(&["--revocation-http-listen", "127.0.0.1:0"], &[]).unwrap();
+        assert!(c.issuance.ca.urls.crl_distribution_point.is_none());
+        let c = config(
+            &["--revocation-base-url", "https://crl.example.test"],
+            &[("CERTLEDGER_DRIFT_INTERVAL", "0")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.issuance.ca.urls.ocsp.as_deref(),
+            Some("https://crl.example.test/ocsp")
+        );
+        assert!(c.drift_interval.is_none());
     }
 
     #[test]
@@ -380,6 +573,8 @@ mod tests {
         assert!(!c.issuance.issuer.allow_no_validation);
         assert_eq!(c.projections_url, "postgres://u@h/db");
         assert_eq!(c.issuance.nats_url.as_deref(), Some("nats://n:4222"));
+        // A replica's certificates name only the URLs the operator gives.
+        assert!(c.issuance.ca.urls.crl_distribution_point.is_none());
     }
 
     #[test]
@@ -396,6 +591,10 @@ mod tests {
                 .starts_with("--database-url (CERTLEDGER_DATABASE_URL)"),
             "{e}"
         );
+        let e = config(&["--scheduler", "soon"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--scheduler"), "{e}");
+        let e = config(&["--revocation-http-listen", "nope"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--revocation-http-listen"), "{e}");
         let e = config(&["--max-validity-days", "x"], &[]).unwrap_err();
         assert!(e.to_string().contains("--max-validity-days"), "{e}");
         assert!(

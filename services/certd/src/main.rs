@@ -1,6 +1,7 @@
 //! `certd`: every certledger service in one process (see the library docs). Prints
-//! `listening on <grpc addr>` and, with the dashboard, `listening on http://<addr>` on
-//! stdout; what to do next and the logs go to stderr. Stops on SIGINT/SIGTERM.
+//! `listening on <grpc addr>`, with the dashboard `listening on http://<addr>`, then
+//! `revocation on http://<addr>` (CRLs and OCSP) on stdout; what to do next and the logs
+//! go to stderr. Stops on SIGINT/SIGTERM.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // With the deployment service linked, rustls has two providers; pick one for the code
+    // (async-nats with tls://) that does not pass its own.
+    certledger_deployment::install_default_crypto_provider();
     let config = match configure(std::env::args().skip(1).collect(), |k| {
         std::env::var(k).ok()
     }) {
@@ -41,6 +45,7 @@ async fn run(config: CertdConfig) -> anyhow::Result<()> {
     if let Some(http) = certd.http_addr() {
         println!("listening on http://{http}");
     }
+    println!("revocation on http://{}", certd.revocation_http_addr());
     let _ = std::io::stdout().flush();
     eprintln!("{}", banner(&config, &certd));
     tracing::info!(%grpc, embedded = config.embedded, nats = config.issuance.nats_url.is_some(), "certd started");
@@ -69,13 +74,23 @@ fn banner(config: &CertdConfig, certd: &certledger_certd::Certd) -> String {
         ));
     }
     out.push_str(&format!(
-        "  gRPC:        {grpc} (OrderService, IssuanceService, health, reflection)\n"
+        "  gRPC:        {grpc} (OrderService, IssuanceService, DeploymentService,\n               \
+         RevocationService, CertificateQueryService, health, reflection)\n"
     ));
     if let Some(http) = certd.http_addr() {
         out.push_str(&format!(
             "  dashboard:   http://{http}/  (JSON under /api/, Prometheus /metrics)\n"
         ));
     }
+    let revocation = certd.revocation_http_addr();
+    out.push_str(&format!(
+        "  revocation:  http://{revocation}/crl/{}.crl and http://{revocation}/ocsp\n",
+        config.issuance.issuer.issuer_id
+    ));
+    out.push_str(&format!(
+        "  deployment:  webhook secrets in {}\n",
+        config.secrets_dir.display()
+    ));
     if config.issuance.issuer.allow_no_validation {
         out.push_str(
             "\n  NOTE: validation method `none` is allowed: this is a laptop CA that signs any name\n  \

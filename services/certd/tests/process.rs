@@ -1,7 +1,8 @@
 //! certd as a real process on a temporary data directory: it prints its addresses,
-//! serves gRPC (health, reflection, order, issuance) and the dashboard, stops cleanly on
-//! SIGTERM, keeps its CA across restarts, and a Python client generated from proto/
-//! orders a certificate and reads it back.
+//! serves gRPC (health of every service: order, issuance, deployment, revocation, query),
+//! the dashboard and a CRL that openssl reads, stops cleanly on SIGTERM, keeps its CA
+//! across restarts, and a Python client generated from proto/ orders a certificate and
+//! reads it back.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,6 +16,7 @@ struct Certd {
     child: Child,
     grpc: String,
     http: String,
+    revocation: String,
     stderr: PathBuf,
 }
 
@@ -30,6 +32,7 @@ async fn start_certd(data: &Path, log_dir: &Path) -> anyhow::Result<Certd> {
         .args(["--data-dir"])
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--revocation-http-listen", "127.0.0.1:0"])
         .env_remove("CERTLEDGER_DATABASE_URL")
         .env_remove("CERTLEDGER_NATS_URL")
         .stdout(Stdio::piped())
@@ -39,12 +42,15 @@ async fn start_certd(data: &Path, log_dir: &Path) -> anyhow::Result<Certd> {
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let mut addrs = Vec::new();
+    let mut revocation = None;
     let read = async {
-        while addrs.len() < 2 {
+        while addrs.len() < 2 || revocation.is_none() {
             match lines.next_line().await? {
                 Some(line) => {
                     if let Some(addr) = line.strip_prefix("listening on ") {
                         addrs.push(addr.to_owned());
+                    } else if let Some(addr) = line.strip_prefix("revocation on http://") {
+                        revocation = Some(addr.to_owned());
                     }
                 }
                 None => bail!("certd exited before listening"),
@@ -71,20 +77,81 @@ async fn start_certd(data: &Path, log_dir: &Path) -> anyhow::Result<Certd> {
         child,
         grpc: addrs[0].clone(),
         http: addrs[1].trim_start_matches("http://").to_owned(),
+        revocation: revocation.context("no revocation address")?,
         stderr,
     })
 }
 
-async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+/// GET over HTTP/1.1: the status line and the body (a `Content-Length` body).
+async fn http_get_bytes(addr: &str, path: &str) -> anyhow::Result<(String, Vec<u8>)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
         .write_all(
             format!("GET {path} HTTP/1.1\r\nHost: certd\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response)
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of the headers")?;
+    let head = String::from_utf8_lossy(&response[..end]).into_owned();
+    let body = response[end + 4..].to_vec();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .with_context(|| format!("no Content-Length in {head}"))?;
+    ensure!(body.len() == length, "{} bytes, not {length}", body.len());
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    Ok((status, body))
+}
+
+/// GET over HTTP/1.1: the status line, a line break, the body as text.
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    let (status, body) = http_get_bytes(addr, path).await?;
+    Ok(format!("{status}\n{}", String::from_utf8_lossy(&body)))
+}
+
+/// Health reports SERVING for the server and for each of certd's services.
+async fn every_service_is_serving(grpc: &str) -> anyhow::Result<()> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))?
+        .connect()
+        .await?;
+    let health = HealthClient::new(channel);
+    let mut names = vec![""];
+    names.extend_from_slice(certledger_certd::GRPC_SERVICES);
+    for name in [
+        "certledger.deployment.v1.DeploymentService",
+        "certledger.revocation.v1.RevocationService",
+        "certledger.query.v1.CertificateQueryService",
+    ] {
+        ensure!(names.contains(&name), "{name} is not one of {names:?}");
+    }
+    for name in names {
+        certledger_testkit::eventually(Duration::from_secs(20), name, || {
+            let mut health = health.clone();
+            async move {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: name.into(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .status;
+                (status == ServingStatus::Serving as i32).then_some(())
+            }
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 async fn sigterm_and_wait(certd: &mut Certd) -> anyhow::Result<()> {
@@ -113,8 +180,56 @@ async fn certd_serves_prints_next_steps_and_stops_on_sigterm() -> anyhow::Result
     ensure!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
     let metrics = http_get(&certd.http, "/metrics").await?;
     ensure!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    every_service_is_serving(&certd.grpc).await?;
+
+    // The revocation service's HTTP side serves a CRL signed by the intermediate; the
+    // first is published once the status model is rebuilt from the log.
+    let revocation = certd.revocation.clone();
+    let crl = certledger_testkit::eventually(Duration::from_secs(20), "the first CRL", || {
+        let revocation = revocation.clone();
+        async move {
+            let (status, body) = http_get_bytes(&revocation, "/crl/builtin.crl").await.ok()?;
+            status.contains(" 200 ").then_some(body)
+        }
+    })
+    .await?;
+    std::fs::write(dir.path().join("builtin.crl"), &crl)?;
+    let text = certledger_testkit::openssl::run(
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            "builtin.crl",
+            "-noout",
+            "-text",
+        ],
+        dir.path(),
+    )?;
+    ensure!(text.contains("Certificate Revocation List"), "{text}");
+    ensure!(text.contains("X509v3 CRL Number"), "{text}");
+    ensure!(text.contains("No Revoked Certificates"), "{text}");
+    let intermediate = certledger_testkit::openssl::run(
+        &["x509", "-in", "ca/intermediate.pem", "-noout", "-subject"],
+        &data,
+    )?;
+    let subject = intermediate.trim().trim_start_matches("subject=").trim();
+    ensure!(
+        text.contains(subject),
+        "the CRL is not issued by {subject}:\n{text}"
+    );
+    ensure!(
+        http_get(&revocation, "/healthz")
+            .await?
+            .starts_with("HTTP/1.1 200"),
+        "revocation /healthz"
+    );
     let log = std::fs::read_to_string(&certd.stderr)?;
     ensure!(log.contains("certctl"), "no next command in:\n{log}");
+    ensure!(
+        log.contains(&format!("http://{}/crl/builtin.crl", certd.revocation)),
+        "the CRL address is not announced:\n{log}"
+    );
     ensure!(
         log.contains("laptop CA"),
         "validation none is not announced:\n{log}"

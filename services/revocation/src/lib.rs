@@ -141,6 +141,24 @@ pub enum StartError {
     },
 }
 
+/// The revocation service's parts without its gRPC server, for a caller that serves the
+/// API on a server of its own (certd): the API, the HTTP server's address (already
+/// serving), the read model, the CRL publisher and CRLs, and the background tasks.
+pub struct RevocationParts {
+    /// The gRPC service.
+    pub server: RevocationServiceServer<RevocationService>,
+    /// Where CRLs and OCSP are served.
+    pub http_addr: SocketAddr,
+    /// The read model.
+    pub model: Arc<StatusModel>,
+    /// The CRL publisher.
+    pub publisher: Arc<CrlPublisher>,
+    /// The CRLs being served.
+    pub crls: CrlHandle,
+    /// Background tasks (HTTP server, rebuild, consumer, CRL schedule) to await on stop.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
 /// Starts the revocation service in the background: the gRPC and HTTP servers at once
 /// (OCSP answers `tryLater` until the model is rebuilt), then the model rebuild from the
 /// log, the first CRL, the consumer and the CRL schedule.
@@ -148,6 +166,33 @@ pub async fn start(
     setup: RevocationSetup,
     shutdown: CancellationToken,
 ) -> Result<StartedRevocation, StartError> {
+    let (listen, options) = (setup.listen, setup.server.clone());
+    let grpc = GrpcServer::bind(listen, options)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let issuer_id = setup.issuer_id.clone();
+    let parts = build(setup, shutdown.clone()).await?;
+    let routes = Routes::new(parts.server);
+    let service = RunningService::spawn(grpc, routes, &[SERVICE_NAME], shutdown, parts.tasks);
+    tracing::info!(grpc = %service.addr(), http = %parts.http_addr, issuer = %issuer_id, "revocation service started");
+    Ok(StartedRevocation {
+        service,
+        http_addr: parts.http_addr,
+        model: parts.model,
+        publisher: parts.publisher,
+        crls: parts.crls,
+    })
+}
+
+/// Builds the revocation service and starts its HTTP server and background work, without
+/// a gRPC server (see [`start`]); `listen` and `server` of the setup are not used.
+pub async fn build(
+    setup: RevocationSetup,
+    shutdown: CancellationToken,
+) -> Result<RevocationParts, StartError> {
     let RevocationSetup {
         log,
         source,
@@ -156,10 +201,9 @@ pub async fn start(
         publisher,
         ocsp,
         http,
-        listen,
         http_listen,
-        server,
         mut tasks,
+        ..
     } = setup;
     publisher.crl.validate()?;
     if publisher.refresh.is_zero()
@@ -169,12 +213,6 @@ pub async fn start(
             refresh: publisher.refresh,
         });
     }
-    let grpc = GrpcServer::bind(listen, server)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: listen,
-            source,
-        })?;
     let listener = tokio::net::TcpListener::bind(http_listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -253,14 +291,12 @@ pub async fn start(
     }
 
     let api = RevocationService::new(api_log, model.clone(), publisher.clone(), crls.clone());
-    let routes = Routes::new(api.into_server());
-    let service = RunningService::spawn(grpc, routes, &[SERVICE_NAME], shutdown, tasks);
-    tracing::info!(grpc = %service.addr(), http = %http_addr, issuer = %issuer_id, "revocation service started");
-    Ok(StartedRevocation {
-        service,
+    Ok(RevocationParts {
+        server: api.into_server(),
         http_addr,
         model,
         publisher,
         crls,
+        tasks,
     })
 }
