@@ -48,6 +48,8 @@ async fn start_platform(
 ) -> anyhow::Result<Platform> {
     let data_dir = data_dir.display().to_string();
     let nats_url = nats.url();
+    // Access control is tested on certd (services/certd/tests/access.rs); here the
+    // clients act anonymously.
     let common = [
         "--database-url",
         &db.url,
@@ -57,6 +59,7 @@ async fn start_platform(
         &nats_url,
         "--listen",
         "127.0.0.1:0",
+        "--insecure-no-auth",
     ];
     let mut issuance_args = args(&common);
     issuance_args.extend(args(&[

@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "certledger/deployment/v1/deployment.proto",
         "certledger/revocation/v1/revocation.proto",
         "certledger/query/v1/query.proto",
+        "certledger/auth/v1/auth.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());
     let fds = protox::compile(files, [&root])?;

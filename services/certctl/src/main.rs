@@ -3,6 +3,7 @@
 mod args;
 mod lifecycle;
 mod render;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -79,13 +80,23 @@ Commands:
   targets remove TARGET-ID
   deploy ID --target TARGET-ID           install on a target and wait until it is verified
                                          (or failed), showing progress
+  tokens [list] [--for-tenant T]         API tokens of the tenant (admin)
+  tokens create NAME --role ROLE [--role ROLE] [--valid-days N] [--for-tenant T]
+                                         a new token; ROLE: viewer operator
+                                         security-officer admin; the secret is shown once;
+                                         --for-tenant: another tenant's (platform admins)
+  tokens revoke TOKEN-ID [--reason TEXT] [--for-tenant T]
+                                         it stops working at once
+  whoami                                 who the server takes you for
   help                                   this text
 
 Key algorithms: ecdsa-p256 ecdsa-p384 rsa-2048 rsa-3072 rsa-4096 ed25519
 
 Global options (anywhere on the line):
   --server URL   certd or the service to talk to [CERTLEDGER_SERVER] (default http://127.0.0.1:50051)
-  --tenant ID    the tenant to act in [CERTLEDGER_TENANT] (default: the server's default)
+  --tenant ID    the tenant to act in, on a server without authentication [CERTLEDGER_TENANT]
+  --token-file F the API token to send [CERTLEDGER_TOKEN_FILE] (default ./certledger-data/admin.token,
+                 which certd writes at first start); CERTLEDGER_TOKEN=<token> takes precedence
   --json         machine-readable output
 ";
 
@@ -135,6 +146,7 @@ async fn main() -> ExitCode {
 struct Ctx {
     channel: Channel,
     tenant: Option<String>,
+    token: Option<String>,
     json: bool,
 }
 
@@ -146,6 +158,12 @@ impl Ctx {
                 Failure::Usage(format!("--tenant {tenant:?} is not a valid tenant id"))
             })?;
             request.metadata_mut().insert(TENANT_HEADER, value);
+        }
+        if let Some(token) = &self.token {
+            let value = format!("Bearer {token}").parse().map_err(|_| {
+                Failure::Usage("the API token has characters a header cannot carry".into())
+            })?;
+            request.metadata_mut().insert("authorization", value);
         }
         Ok(request)
     }
@@ -210,6 +228,7 @@ async fn run(argv: Vec<String>) -> Result<(), Failure> {
             .ok()
             .filter(|s| !s.is_empty())
     });
+    let token = tokens::find_token(args.value("token-file")?)?;
     let Some(command) = args.next_positional() else {
         print!("{HELP}");
         return Ok(());
@@ -230,6 +249,7 @@ async fn run(argv: Vec<String>) -> Result<(), Failure> {
     let ctx = Ctx {
         channel,
         tenant,
+        token,
         json,
     };
     let result = match command.as_str() {
@@ -247,6 +267,8 @@ async fn run(argv: Vec<String>) -> Result<(), Failure> {
         "revoke" => lifecycle::revoke(&ctx, &mut args).await,
         "targets" => lifecycle::targets(&ctx, &mut args).await,
         "deploy" => lifecycle::deploy(&ctx, &mut args).await,
+        "tokens" => tokens::tokens(&ctx, &mut args).await,
+        "whoami" => tokens::whoami(&ctx, &mut args).await,
         other => Err(Failure::Usage(format!("unknown command {other:?}"))),
     };
     match result {

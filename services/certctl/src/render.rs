@@ -284,7 +284,10 @@ pub fn certificate_table(list: &[Certificate]) -> String {
 }
 
 /// Rows under a header, in columns as wide as their widest cell.
-fn table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) -> String {
+pub fn table<const N: usize>(
+    header: [&str; N],
+    rows: impl IntoIterator<Item = [String; N]>,
+) -> String {
     let rows: Vec<[String; N]> = std::iter::once(header.map(str::to_owned))
         .chain(rows)
         .collect();

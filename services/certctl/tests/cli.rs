@@ -10,8 +10,15 @@ use std::process::Output;
 use anyhow::{Context, bail, ensure};
 use tokio_util::sync::CancellationToken;
 
+/// Where certd listens, and the token certctl sends.
+#[derive(Clone)]
+struct Server {
+    url: String,
+    token_file: std::path::PathBuf,
+}
+
 struct Certd {
-    server: String,
+    server: Server,
     shutdown: CancellationToken,
     running: certledger_certd::Certd,
 }
@@ -33,16 +40,25 @@ async fn start_certd(data: &Path) -> anyhow::Result<Certd> {
     let shutdown = CancellationToken::new();
     let running = certledger_certd::start(&config, shutdown.clone()).await?;
     Ok(Certd {
-        server: format!("http://{}", running.grpc_addr()),
+        server: Server {
+            url: format!("http://{}", running.grpc_addr()),
+            token_file: config
+                .auth
+                .bootstrap_token_file
+                .clone()
+                .context("certd writes a bootstrap token")?,
+        },
         shutdown,
         running,
     })
 }
 
-async fn certctl(server: &str, args: &[&str]) -> anyhow::Result<Output> {
+async fn certctl(server: &Server, args: &[&str]) -> anyhow::Result<Output> {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_certctl"))
         .args(args)
-        .env("CERTLEDGER_SERVER", server)
+        .env("CERTLEDGER_SERVER", &server.url)
+        .env("CERTLEDGER_TOKEN_FILE", &server.token_file)
+        .env_remove("CERTLEDGER_TOKEN")
         .env_remove("CERTLEDGER_TENANT")
         .output()
         .await?;
@@ -53,7 +69,7 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-async fn ok(server: &str, args: &[&str]) -> anyhow::Result<String> {
+async fn ok(server: &Server, args: &[&str]) -> anyhow::Result<String> {
     let out = certctl(server, args).await?;
     if !out.status.success() {
         bail!(
@@ -66,7 +82,7 @@ async fn ok(server: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(text(&out.stdout))
 }
 
-async fn json(server: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+async fn json(server: &Server, args: &[&str]) -> anyhow::Result<serde_json::Value> {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
     let out = ok(server, &all).await?;
@@ -139,21 +155,25 @@ async fn order_approve_history_export_and_verify() -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
-    // A readable timeline, in order.
+    // A readable timeline, in order (the key may be generated before or after the
+    // approval, but before issuance).
     let history = ok(&server, &["history", &id]).await?;
-    let mut at = 0;
-    for event in [
+    let position = |event: &str| {
+        history
+            .find(event)
+            .with_context(|| format!("no {event} in:\n{history}"))
+    };
+    let order = [
         "CertificateOrdered",
         "ApplicationSubmitted",
-        "KeyGenerated",
         "ApplicationApproved",
         "CertificateIssued",
-    ] {
-        let found = history[at..]
-            .find(event)
-            .with_context(|| format!("{event} after byte {at} in:\n{history}"))?;
-        at += found;
-    }
+    ]
+    .map(position);
+    let order = order.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    ensure!(order.is_sorted(), "out of order:\n{history}");
+    let key = position("KeyGenerated")?;
+    ensure!(order[1] < key && key < order[3], "{history}");
     ensure!(history.contains("approved by"), "{history}");
 
     // Export with the key: files, the key 0600, a warning on stderr.
@@ -241,20 +261,96 @@ async fn wait_idempotency_tenants_and_watch() -> anyhow::Result<()> {
     let replayed = ok(&server, &again).await?;
     ensure!(replayed.trim() == id, "{replayed} != {id}");
 
-    // Another tenant does not see it.
-    let other = certctl(&server, &["--tenant", "acme", "get", &id]).await?;
+    // Another tenant does not see it: a token of tenant acme, made by the platform admin.
+    let created = json(
+        &server,
+        &[
+            "tokens",
+            "create",
+            "acme ops",
+            "--role",
+            "operator",
+            "--for-tenant",
+            "acme",
+        ],
+    )
+    .await?;
+    ensure!(created["tenant"] == "acme", "{created}");
+    let acme_dir = tempfile::tempdir()?;
+    let acme = Server {
+        url: server.url.clone(),
+        token_file: acme_dir.path().join("acme.token"),
+    };
+    std::fs::write(
+        &acme.token_file,
+        created["secret"].as_str().context("secret")?,
+    )?;
+    let other = certctl(&acme, &["get", &id]).await?;
     ensure!(!other.status.success());
     ensure!(
         text(&other.stderr).contains("NOT_FOUND"),
         "{}",
         text(&other.stderr)
     );
-    let mine = json(&server, &["--tenant", "acme", "list"]).await?;
+    let mine = json(&acme, &["list"]).await?;
     ensure!(mine.as_array().is_some_and(Vec::is_empty), "{mine}");
+    let who = json(&acme, &["whoami"]).await?;
+    ensure!(
+        who["tenant"] == "acme" && who["roles"] == "operator",
+        "{who}"
+    );
+    // The operator may not revoke; the denial names the permission.
+    let denied = certctl(&acme, &["revoke", &id, "--reason", "superseded"]).await?;
+    ensure!(
+        text(&denied.stderr).contains("PERMISSION_DENIED")
+            && text(&denied.stderr).contains("\"revoke\""),
+        "{}",
+        text(&denied.stderr)
+    );
+    // Revoked, the token stops working at once.
+    let token_id = created["token_id"].as_str().context("token id")?;
+    ok(
+        &server,
+        &[
+            "tokens",
+            "revoke",
+            token_id,
+            "--reason",
+            "test",
+            "--for-tenant",
+            "acme",
+        ],
+    )
+    .await?;
+    let refused = certctl(&acme, &["list"]).await?;
+    ensure!(
+        text(&refused.stderr).contains("UNAUTHENTICATED"),
+        "{}",
+        text(&refused.stderr)
+    );
+    // Without a token nothing is served.
+    let anonymous = Server {
+        url: server.url.clone(),
+        token_file: acme_dir.path().join("missing.token"),
+    };
+    let none = tokio::process::Command::new(env!("CARGO_BIN_EXE_certctl"))
+        .args(["list"])
+        .env("CERTLEDGER_SERVER", &anonymous.url)
+        .env_remove("CERTLEDGER_TOKEN")
+        .env_remove("CERTLEDGER_TOKEN_FILE")
+        .current_dir(acme_dir.path())
+        .output()
+        .await?;
+    ensure!(
+        text(&none.stderr).contains("UNAUTHENTICATED"),
+        "{}",
+        text(&none.stderr)
+    );
 
     // watch prints the history and keeps following.
     let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_certctl"))
-        .args(["--server", &server, "watch", &id])
+        .args(["--server", &server.url, "watch", &id])
+        .env("CERTLEDGER_TOKEN_FILE", &server.token_file)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
@@ -334,7 +430,7 @@ async fn errors_name_the_status_and_the_field() -> anyhow::Result<()> {
 
 /// The certificate id of `order … --quiet`.
 async fn issued_certificate(
-    server: &str,
+    server: &Server,
     domain: &str,
     validity_days: &str,
 ) -> anyhow::Result<String> {
@@ -357,14 +453,19 @@ async fn issued_certificate(
 }
 
 /// The issuer's current CRL (RevocationService.GetCrl) as `openssl crl -text` reads it.
-async fn crl_text(server: &str, dir: &Path) -> anyhow::Result<String> {
+async fn crl_text(server: &Server, dir: &Path) -> anyhow::Result<String> {
     use certledger_proto::revocation::v1::GetCrlRequest;
     use certledger_proto::revocation::v1::revocation_service_client::RevocationServiceClient;
-    let crl = RevocationServiceClient::connect(server.to_owned())
+    let token = std::fs::read_to_string(&server.token_file)?;
+    let mut request = tonic::Request::new(GetCrlRequest {
+        issuer: "builtin".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {}", token.trim()).parse()?);
+    let crl = RevocationServiceClient::connect(server.url.clone())
         .await?
-        .get_crl(GetCrlRequest {
-            issuer: "builtin".into(),
-        })
+        .get_crl(request)
         .await?
         .into_inner();
     std::fs::write(dir.join("builtin.crl"), &crl.crl_der)?;

@@ -41,12 +41,17 @@ use certledger_proto::query::v1::certificate_query_service_server::CertificateQu
 use certledger_revocation::{
     IssuerSigner, OcspConfig, PublisherSettings, RevocationParts, RevocationSetup,
 };
+use certledger_runtime::auth::{AuthSettings, TOKEN_SERVICE_NAME, TokenApi};
 use certledger_runtime::config::{Args, ConfigError, Flag, Parsed, parse};
 use certledger_runtime::events::{open_log, open_source};
 use certledger_runtime::server::{GrpcServer, RunningService, ServeError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
+
+/// The file in the data directory that receives the first API token (every role); certctl
+/// reads it from `./certledger-data` by default.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// The default data directory (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "./certledger-data";
@@ -165,6 +170,8 @@ pub struct CertdConfig {
     pub secrets_dir: PathBuf,
     /// How often active nginx deployments are probed for drift (`None`: never).
     pub drift_interval: Option<Duration>,
+    /// Authentication (API tokens; the first one written to `<data-dir>/admin.token`).
+    pub auth: AuthSettings,
     /// Everything the issuance service takes (event log, NATS, gRPC address, CA, …),
     /// shared with the order service.
     pub issuance: IssuanceConfig,
@@ -233,7 +240,12 @@ pub fn configure(
     } else {
         issuance.database_url.clone()
     };
+    let mut auth = issuance.auth.clone();
+    if auth.enabled && auth.bootstrap_token_file.is_none() {
+        auth.bootstrap_token_file = Some(PathBuf::from(&data_dir).join(ADMIN_TOKEN_FILE));
+    }
     Ok(Some(CertdConfig {
+        auth,
         data_dir: PathBuf::from(&data_dir),
         embedded,
         no_validation_by_default,
@@ -319,7 +331,13 @@ pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow:
     )
     .await
     .context("opening the event stream (--nats-url)")?;
-    let grpc = GrpcServer::bind(c.listen, c.server.clone())
+    let mut server = c.server.clone();
+    server.auth = config
+        .auth
+        .start(log.clone(), certledger_runtime::clock::system())
+        .await
+        .context("starting authentication")?;
+    let grpc = GrpcServer::bind(c.listen, server.clone())
         .await
         .with_context(|| format!("listening on {} (--listen)", c.listen))?;
 
@@ -408,7 +426,15 @@ pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow:
         .add_service(deployment)
         .add_service(revocation.server)
         .add_service(CertificateQueryServiceServer::new(query));
-    let grpc = RunningService::spawn(grpc, routes, GRPC_SERVICES, shutdown.clone(), grpc_tasks);
+    let mut names = GRPC_SERVICES.to_vec();
+    let routes = match server.auth.clone() {
+        Some(auth) => {
+            names.push(TOKEN_SERVICE_NAME);
+            routes.add_service(TokenApi::new(auth).into_server())
+        }
+        None => routes,
+    };
+    let grpc = RunningService::spawn(grpc, routes, &names, shutdown.clone(), grpc_tasks);
 
     let mut tasks = Vec::new();
     {

@@ -75,7 +75,7 @@ fn banner(config: &CertdConfig, certd: &certledger_certd::Certd) -> String {
     }
     out.push_str(&format!(
         "  gRPC:        {grpc} (OrderService, IssuanceService, DeploymentService,\n               \
-         RevocationService, CertificateQueryService, health, reflection)\n"
+         RevocationService, CertificateQueryService, TokenService, health, reflection)\n"
     ));
     if let Some(http) = certd.http_addr() {
         out.push_str(&format!(
@@ -91,6 +91,18 @@ fn banner(config: &CertdConfig, certd: &certledger_certd::Certd) -> String {
         "  deployment:  webhook secrets in {}\n",
         config.secrets_dir.display()
     ));
+    match (&config.auth.enabled, &config.auth.bootstrap_token_file) {
+        (false, _) => out.push_str(
+            "\n  WARNING: authentication is OFF (--insecure-no-auth): anyone who can reach these\n  \
+             ports can order, revoke and export private keys, in any tenant.\n",
+        ),
+        (true, Some(path)) => out.push_str(&format!(
+            "  auth:        API tokens; {} holds one with every role (certctl reads it from\n               \
+             ./certledger-data by default, or CERTLEDGER_TOKEN_FILE)\n",
+            path.display()
+        )),
+        (true, None) => out.push_str("  auth:        API tokens\n"),
+    }
     if config.issuance.issuer.allow_no_validation {
         out.push_str(
             "\n  NOTE: validation method `none` is allowed: this is a laptop CA that signs any name\n  \

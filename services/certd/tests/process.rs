@@ -293,6 +293,7 @@ async fn python_client_orders_and_reads_back() -> anyhow::Result<()> {
     );
 
     let certd = start_certd(&dir.path().join("data"), dir.path()).await?;
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token"))?;
     let client = manifest.join("tests/python/order_client.py");
     let run = tokio::time::timeout(
         Duration::from_secs(60),
@@ -300,6 +301,7 @@ async fn python_client_orders_and_reads_back() -> anyhow::Result<()> {
             .arg(&client)
             .arg(&certd.grpc)
             .env("PYTHONPATH", &stubs)
+            .env("CERTLEDGER_TOKEN", token.trim())
             .output(),
     )
     .await

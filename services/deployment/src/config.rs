@@ -55,7 +55,8 @@ pub const FLAGS: &[Flag] = &[
         "kek",
         "CERTLEDGER_KEK",
         "the key-encryption key itself (64 hex digits); prefer --kek-file",
-    ),
+    )
+    .secret(),
     Flag::value(
         "secrets-dir",
         "CERTLEDGER_DEPLOYMENT_SECRETS_DIR",
@@ -97,6 +98,8 @@ pub const FLAGS: &[Flag] = &[
         "time running calls get at shutdown (e.g. 10s)",
     )
     .default("10s"),
+    certledger_runtime::auth::NO_AUTH_FLAG,
+    certledger_runtime::auth::BOOTSTRAP_TOKEN_FLAG,
 ];
 
 /// The validated configuration.
@@ -126,6 +129,8 @@ pub struct DeploymentConfig {
     pub deployer: DeployerSettings,
     /// Server options.
     pub server: ServerOptions,
+    /// Who may call (API tokens), and the bootstrap token.
+    pub auth: certledger_runtime::auth::AuthSettings,
 }
 
 impl std::fmt::Debug for DeploymentConfig {
@@ -218,9 +223,11 @@ impl DeploymentConfig {
             drift_interval,
             reactions,
             deployer,
+            auth: certledger_runtime::auth::AuthSettings::from_args(args)?,
             server: ServerOptions {
                 max_request_bytes,
                 drain_timeout,
+                auth: None,
             },
         })
     }

@@ -27,7 +27,7 @@ async fn main() -> ExitCode {
     .await
 }
 
-async fn run(config: DeploymentConfig) -> anyhow::Result<()> {
+async fn run(mut config: DeploymentConfig) -> anyhow::Result<()> {
     use anyhow::Context;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
@@ -38,6 +38,11 @@ async fn run(config: DeploymentConfig) -> anyhow::Result<()> {
     let log = open_log(&config.database_url, &config.pg_schema)
         .await
         .context("opening the event log (--database-url)")?;
+    config.server.auth = config
+        .auth
+        .start(log.clone(), certledger_runtime::clock::system())
+        .await
+        .context("starting authentication")?;
     let mut tasks = Vec::new();
     let source = if config.reactions {
         let (source, relay) = open_source(

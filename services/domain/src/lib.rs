@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod certificate;
 pub mod error;
 pub mod names;

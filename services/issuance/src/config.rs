@@ -169,6 +169,8 @@ pub const FLAGS: &[Flag] = &[
         "time running calls get at shutdown",
     )
     .default("10s"),
+    certledger_runtime::auth::NO_AUTH_FLAG,
+    certledger_runtime::auth::BOOTSTRAP_TOKEN_FLAG,
 ];
 
 /// The validated configuration.
@@ -195,6 +197,8 @@ pub struct IssuanceConfig {
     pub recover: bool,
     /// Server options.
     pub server: ServerOptions,
+    /// Who may call (API tokens), and the bootstrap token.
+    pub auth: certledger_runtime::auth::AuthSettings,
 }
 
 impl std::fmt::Debug for IssuanceConfig {
@@ -385,11 +389,13 @@ impl IssuanceConfig {
             import,
             issuer,
             recover: args.switch("recover")?,
+            auth: certledger_runtime::auth::AuthSettings::from_args(args)?,
             server: ServerOptions {
                 max_request_bytes,
                 drain_timeout: args
                     .duration("drain-timeout")?
                     .unwrap_or(Duration::from_secs(10)),
+                auth: None,
             },
         })
     }

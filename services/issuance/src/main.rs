@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
     .await
 }
 
-async fn run(config: IssuanceConfig) -> anyhow::Result<()> {
+async fn run(mut config: IssuanceConfig) -> anyhow::Result<()> {
     use anyhow::Context;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
@@ -33,6 +33,11 @@ async fn run(config: IssuanceConfig) -> anyhow::Result<()> {
     let log = open_log(&config.database_url, &config.pg_schema)
         .await
         .context("opening the event log (--database-url)")?;
+    config.server.auth = config
+        .auth
+        .start(log.clone(), certledger_runtime::clock::system())
+        .await
+        .context("starting authentication")?;
     let (source, relay) = open_source(
         log.clone(),
         config.nats_url.as_deref(),

@@ -15,6 +15,7 @@ use certledger_proto::issuance::v1::issuance_service_server::{
     IssuanceService as IssuanceApi, IssuanceServiceServer,
 };
 use certledger_proto::order::v1::Certificate;
+use certledger_runtime::auth::Permission;
 use certledger_runtime::{CallContext, CertificateRepository, Expect, convert, status};
 use tonic::{Request, Response, Status};
 
@@ -137,6 +138,9 @@ impl IssuanceApi for IssuanceService {
         let request = request.into_inner();
         let id = request.certificate_id;
         let loaded = self.repo.load(&id, ctx.tenant()).await?;
+        if request.include_private_key {
+            ctx.require(Permission::ExportKey)?;
+        }
         let state = loaded.state;
         let Some(issued) = &state.issued else {
             return Err(Status::failed_precondition(format!(

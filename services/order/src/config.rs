@@ -90,6 +90,8 @@ pub const FLAGS: &[Flag] = &[
         "time running calls get at shutdown (e.g. 10s)",
     )
     .default("10s"),
+    certledger_runtime::auth::NO_AUTH_FLAG,
+    certledger_runtime::auth::BOOTSTRAP_TOKEN_FLAG,
 ];
 
 /// The validated configuration.
@@ -111,6 +113,8 @@ pub struct OrderConfig {
     pub list: bool,
     /// Server options.
     pub server: ServerOptions,
+    /// Who may call (API tokens), and the bootstrap token.
+    pub auth: certledger_runtime::auth::AuthSettings,
     /// Renewal policies and the scheduler.
     pub renewal: RenewalSetup,
 }
@@ -166,9 +170,11 @@ impl OrderConfig {
             issuers,
             list,
             renewal,
+            auth: certledger_runtime::auth::AuthSettings::from_args(args)?,
             server: ServerOptions {
                 max_request_bytes,
                 drain_timeout,
+                auth: None,
             },
         })
     }

@@ -19,6 +19,7 @@ use certledger_eventlog::EventLog;
 use certledger_eventstream::consumer::{ConsumerSettings, EventSource, Filter};
 use certledger_proto::order::v1::order_service_server::OrderServiceServer;
 use certledger_runtime::CertificateRepository;
+use certledger_runtime::auth::{TOKEN_SERVICE_NAME, TokenApi};
 use certledger_runtime::server::{GrpcServer, RunningService, ServerOptions};
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -118,19 +119,22 @@ pub fn build(setup: OrderSetup, shutdown: CancellationToken) -> OrderParts {
     }
 }
 
-/// Starts the order service in the background.
+/// Starts the order service in the background. With authentication it also serves the
+/// token service (`certledger.auth.v1.TokenService`), where API tokens are managed.
 pub async fn start(
     setup: OrderSetup,
     shutdown: CancellationToken,
 ) -> std::io::Result<RunningService> {
+    let auth = setup.server.auth.clone();
     let grpc = GrpcServer::bind(setup.listen, setup.server.clone()).await?;
     let OrderParts { server, tasks } = build(setup, shutdown.clone());
     let routes = Routes::new(server);
-    Ok(RunningService::spawn(
-        grpc,
-        routes,
-        &[SERVICE_NAME],
-        shutdown,
-        tasks,
-    ))
+    let (routes, names): (_, &[&str]) = match auth {
+        Some(auth) => (
+            routes.add_service(TokenApi::new(auth).into_server()),
+            &[SERVICE_NAME, TOKEN_SERVICE_NAME],
+        ),
+        None => (routes, &[SERVICE_NAME]),
+    };
+    Ok(RunningService::spawn(grpc, routes, names, shutdown, tasks))
 }

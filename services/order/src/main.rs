@@ -23,13 +23,18 @@ async fn main() -> ExitCode {
     .await
 }
 
-async fn run(config: OrderConfig) -> anyhow::Result<()> {
+async fn run(mut config: OrderConfig) -> anyhow::Result<()> {
     use anyhow::Context;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     let log = open_log(&config.database_url, &config.pg_schema)
         .await
         .context("opening the event log (--database-url)")?;
+    config.server.auth = config
+        .auth
+        .start(log.clone(), certledger_runtime::clock::system())
+        .await
+        .context("starting authentication")?;
     let mut tasks = Vec::new();
     let list = if config.list {
         let (source, relay) = open_source(

@@ -72,6 +72,8 @@ pub const FLAGS: &[Flag] = &[
         "time running calls get at shutdown (e.g. 10s)",
     )
     .default("10s"),
+    certledger_runtime::auth::NO_AUTH_FLAG,
+    certledger_runtime::auth::BOOTSTRAP_TOKEN_FLAG,
 ];
 
 /// The validated configuration.
@@ -97,6 +99,8 @@ pub struct ProjectionsConfig {
     pub models: Vec<ReadModel>,
     /// gRPC server options.
     pub server: ServerOptions,
+    /// Who may call (API tokens), and the bootstrap token.
+    pub auth: certledger_runtime::auth::AuthSettings,
 }
 
 fn check_db_url(args: &Args, key: &str, url: &str) -> Result<(), ConfigError> {
@@ -165,9 +169,11 @@ impl ProjectionsConfig {
             listen,
             http_listen,
             models,
+            auth: certledger_runtime::auth::AuthSettings::from_args(args)?,
             server: ServerOptions {
                 max_request_bytes,
                 drain_timeout,
+                auth: None,
             },
         })
     }

@@ -179,7 +179,7 @@ impl CertificateQueryService for QueryService {
         &self,
         request: Request<api::QueryCertificatesRequest>,
     ) -> Result<Response<api::QueryCertificatesResponse>, Status> {
-        let tenant = tenant_of(request.metadata())?;
+        let tenant = tenant_of(&request)?;
         let r = request.into_inner();
         let nonempty = |s: String| (!s.is_empty()).then_some(s);
         let expiring_before = match r.expiring_before {
@@ -216,7 +216,7 @@ impl CertificateQueryService for QueryService {
         &self,
         request: Request<api::GetCertificateRequest>,
     ) -> Result<Response<order_api::Certificate>, Status> {
-        let tenant = tenant_of(request.metadata())?;
+        let tenant = tenant_of(&request)?;
         let id = request.into_inner().certificate_id;
         required_id(&id)?;
         let certificate = self.at(&tenant, &id, At::Position(u64::MAX)).await?;
@@ -227,7 +227,7 @@ impl CertificateQueryService for QueryService {
         &self,
         request: Request<order_api::GetHistoryRequest>,
     ) -> Result<Response<order_api::GetHistoryResponse>, Status> {
-        let tenant = tenant_of(request.metadata())?;
+        let tenant = tenant_of(&request)?;
         let id = request.into_inner().certificate_id;
         required_id(&id)?;
         let items = history::history(&self.log, &tenant, &id)
@@ -257,7 +257,7 @@ impl CertificateQueryService for QueryService {
         request: Request<api::GetCertificateAtRequest>,
     ) -> Result<Response<order_api::Certificate>, Status> {
         use api::get_certificate_at_request::At as ApiAt;
-        let tenant = tenant_of(request.metadata())?;
+        let tenant = tenant_of(&request)?;
         let r = request.into_inner();
         required_id(&r.certificate_id)?;
         let at = match r.at {
@@ -283,7 +283,7 @@ impl CertificateQueryService for QueryService {
         &self,
         request: Request<api::WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
-        let tenant = tenant_of(request.metadata())?;
+        let tenant = tenant_of(&request)?;
         let after = request.into_inner().after_position;
         // Subscribe before reading the head: every change the projector sends after
         // this point is either replayed from the log (at most `head`) or received live.

@@ -137,12 +137,17 @@ async fn run_rebuild(config: ProjectionsConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(config: ProjectionsConfig) -> anyhow::Result<()> {
+async fn run(mut config: ProjectionsConfig) -> anyhow::Result<()> {
     use anyhow::Context;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     let projector = open(&config).await?;
     let log = projector.log().clone();
+    config.server.auth = config
+        .auth
+        .start(log.clone(), certledger_runtime::clock::system())
+        .await
+        .context("starting authentication")?;
     let (source, relay) = open_source(
         log.clone(),
         config.nats_url.as_deref(),

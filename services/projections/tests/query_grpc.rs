@@ -563,6 +563,8 @@ async fn the_binary_serves_and_stops_on_sigterm() -> anyhow::Result<()> {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            "--bootstrap-token-file",
+            &dir.path().join("admin.token").display().to_string(),
         ])
         .env_remove("CERTLEDGER_NATS_URL")
         .stdin(Stdio::null())
@@ -584,7 +586,29 @@ async fn the_binary_serves_and_stops_on_sigterm() -> anyhow::Result<()> {
         }
     }
     let (grpc, http) = (grpc.context("grpc")?, http.context("http")?);
-    let mut client = CertificateQueryServiceClient::connect(format!("http://{grpc}")).await?;
+    // Authenticated with the token the binary wrote at start.
+    let bearer: tonic::metadata::MetadataValue<_> = format!(
+        "Bearer {}",
+        std::fs::read_to_string(dir.path().join("admin.token"))?.trim()
+    )
+    .parse()?;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))?
+        .connect()
+        .await?;
+    let anonymous = CertificateQueryServiceClient::new(channel.clone())
+        .list_certificates(QueryCertificatesRequest::default())
+        .await
+        .expect_err("served without a token");
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    let mut client = CertificateQueryServiceClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+            Ok(request)
+        },
+    );
     let found = certledger_testkit::eventually(DEADLINE, "cert-ok listed", || {
         let mut client = client.clone();
         async move {

@@ -7,7 +7,8 @@
 //! when read; history is never rewritten.
 
 use crate::events::v1::{
-    CertificateEvent, CrlEvent, TargetEvent, certificate_event, crl_event, target_event,
+    CertificateEvent, CrlEvent, TargetEvent, TokenEvent, certificate_event, crl_event,
+    target_event, token_event,
 };
 use prost::Message;
 
@@ -120,6 +121,8 @@ codec!(
 codec!(TargetEvent, target_event, TargetRegistered, TargetRemoved);
 
 codec!(CrlEvent, crl_event, CrlPublished);
+
+codec!(TokenEvent, token_event, TokenCreated, TokenRevoked);
 
 #[cfg(test)]
 mod tests {

@@ -38,6 +38,11 @@ pub mod query {
         tonic::include_proto!("certledger.query.v1");
     }
 }
+pub mod auth {
+    pub mod v1 {
+        tonic::include_proto!("certledger.auth.v1");
+    }
+}
 
 /// The encoded FileDescriptorSet of every proto file, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -101,6 +101,8 @@ pub const FLAGS: &[Flag] = &[
         "time running calls get at shutdown",
     )
     .default("10s"),
+    certledger_runtime::auth::NO_AUTH_FLAG,
+    certledger_runtime::auth::BOOTSTRAP_TOKEN_FLAG,
 ];
 
 /// The validated configuration.
@@ -129,6 +131,8 @@ pub struct RevocationConfig {
     pub ocsp: OcspConfig,
     /// Server options.
     pub server: ServerOptions,
+    /// Who may call (API tokens), and the bootstrap token.
+    pub auth: certledger_runtime::auth::AuthSettings,
 }
 
 impl std::fmt::Debug for RevocationConfig {
@@ -249,11 +253,13 @@ impl RevocationConfig {
             issuer_id,
             publisher: PublisherSettings { crl, refresh },
             ocsp,
+            auth: certledger_runtime::auth::AuthSettings::from_args(args)?,
             server: ServerOptions {
                 max_request_bytes,
                 drain_timeout: args
                     .duration("drain-timeout")?
                     .unwrap_or(Duration::from_secs(10)),
+                auth: None,
             },
         })
     }

@@ -48,7 +48,7 @@ fn open_signer(config: &RevocationConfig) -> anyhow::Result<IssuerSigner> {
     IssuerSigner::from_authority(&authority, &keys).context("the intermediate CA")
 }
 
-async fn run(config: RevocationConfig) -> anyhow::Result<()> {
+async fn run(mut config: RevocationConfig) -> anyhow::Result<()> {
     use anyhow::Context;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
@@ -56,6 +56,11 @@ async fn run(config: RevocationConfig) -> anyhow::Result<()> {
     let log = open_log(&config.database_url, &config.pg_schema)
         .await
         .context("opening the event log (--database-url)")?;
+    config.server.auth = config
+        .auth
+        .start(log.clone(), certledger_runtime::clock::system())
+        .await
+        .context("starting authentication")?;
     let (source, relay) = open_source(
         log.clone(),
         config.nats_url.as_deref(),

@@ -84,7 +84,9 @@ async fn serves_a_verifiable_crl_and_ocsp_from_the_issuance_data_dir() {
             "2h",
             "--crl-refresh",
             "1h",
+            "--bootstrap-token-file",
         ])
+        .arg(data.path().join("admin.token"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -138,11 +140,15 @@ async fn serves_a_verifiable_crl_and_ocsp_from_the_issuance_data_dir() {
     let mut client = RevocationServiceClient::connect(format!("http://{grpc}"))
         .await
         .unwrap();
-    let served = client
-        .get_crl(GetCrlRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let anonymous = client.get_crl(GetCrlRequest::default()).await.unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    let mut request = tonic::Request::new(GetCrlRequest::default());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token.trim()).parse().unwrap(),
+    );
+    let served = client.get_crl(request).await.unwrap().into_inner();
     assert_eq!(served.crl_der, crl);
     assert!(served.crl_number >= 1);
 

@@ -5,6 +5,7 @@ use certledger_eventlog::{Metadata, RecordedEvent};
 use tonic::{Request, Status};
 use uuid::Uuid;
 
+use crate::auth::{Permission, Principal};
 use crate::tenant::tenant_of;
 
 /// Request metadata key of the correlation id (a UUID); a new UUID v7 when absent.
@@ -31,14 +32,19 @@ pub struct CallContext {
     pub actor: String,
     /// W3C traceparent, when the request carried one.
     pub trace_context: Option<String>,
+    /// The authenticated caller (`None`: a service acting on its own, or a server
+    /// running without authentication).
+    pub principal: Option<Principal>,
 }
 
 impl CallContext {
-    /// The context of a gRPC request: tenant from [`tenant_of`], correlation id from
+    /// The context of a gRPC request: tenant from [`tenant_of`] (the credentials' when
+    /// the server authenticates), actor from the credentials, correlation id from
     /// `x-correlation-id` (or a new UUID v7), trace context from `traceparent`.
     pub fn from_request<T>(request: &Request<T>) -> Result<Self, Status> {
         let metadata = request.metadata();
-        let tenant = tenant_of(metadata)?;
+        let tenant = tenant_of(request)?;
+        let principal = crate::auth::principal(request).cloned();
         let correlation_id = match metadata.get(CORRELATION_HEADER) {
             None => Uuid::now_v7(),
             Some(value) => value
@@ -61,8 +67,11 @@ impl CallContext {
             tenant: Some(tenant),
             correlation_id,
             causation_id: None,
-            actor: ANONYMOUS.to_owned(),
+            actor: principal
+                .as_ref()
+                .map_or_else(|| ANONYMOUS.to_owned(), |p| p.actor.clone()),
             trace_context,
+            principal,
         })
     }
 
@@ -75,6 +84,7 @@ impl CallContext {
             causation_id: Some(event.event_id),
             actor: service.to_owned(),
             trace_context: event.metadata.trace_context.clone(),
+            principal: None,
         }
     }
 
@@ -86,6 +96,17 @@ impl CallContext {
             causation_id: None,
             actor: service.to_owned(),
             trace_context: None,
+            principal: None,
+        }
+    }
+
+    /// `PERMISSION_DENIED` naming `permission` unless the caller has it (always allowed
+    /// without authentication), for a part of a request the method's policy does not
+    /// cover (e.g. exporting a private key).
+    pub fn require(&self, permission: Permission) -> Result<(), Status> {
+        match &self.principal {
+            Some(principal) => principal.require(permission),
+            None => Ok(()),
         }
     }
 

@@ -13,7 +13,9 @@
 //! * [`config`] — command-line flags with environment fallbacks, validated at start.
 //! * [`telemetry`] — tracing set-up for the binaries.
 //! * [`clock`] — the current time, injectable (tests move it).
+//! * [`auth`] — API tokens, roles and the per-RPC policy, enforced in front of every service.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod context;

@@ -5,6 +5,7 @@
 //!   caller does its start-up checks — database reachable, CA loaded — before that), then
 //!   `SERVING`; on shutdown `NOT_SERVING` again before the drain begins;
 //! * server reflection (`grpc.reflection.v1`) over certledger's descriptors and health's;
+//! * authentication and the per-RPC policy ([`crate::auth`]) when configured;
 //! * a request size limit: a request message larger than the limit is refused with
 //!   `RESOURCE_EXHAUSTED` as soon as its length prefix arrives (nothing is buffered);
 //! * graceful shutdown on a [`CancellationToken`] (see [`cancel_on_signals`] for
@@ -24,6 +25,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,6 +41,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::{AuthLayer, Authenticator};
+
 /// Default limit of one request message: 1 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
 
@@ -52,6 +56,9 @@ pub struct ServerOptions {
     pub max_request_bytes: usize,
     /// How long running calls may take to finish after shutdown begins.
     pub drain_timeout: Duration,
+    /// Who may call (see [`crate::auth`]); `None`: everyone, as `anonymous` in the
+    /// tenant the `x-certledger-tenant` header names.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 impl Default for ServerOptions {
@@ -59,6 +66,7 @@ impl Default for ServerOptions {
         Self {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            auth: None,
         }
     }
 }
@@ -167,6 +175,7 @@ impl GrpcServer {
         };
         let server = Server::builder()
             .layer(limit_layer)
+            .layer(AuthLayer::new(options.auth.clone()))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, signal);
         let mut task = tokio::spawn(server);

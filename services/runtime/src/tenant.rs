@@ -1,8 +1,9 @@
 //! The caller's tenant.
 //!
-//! For now the tenant comes from the request metadata `x-certledger-tenant` (default
-//! [`DEFAULT_TENANT`]); issue 8 replaces this with the authenticated caller's tenant. Keep
-//! it this one function: every service asks [`tenant_of`] and nothing else.
+//! The tenant comes from the caller's credentials when the server authenticates (see
+//! [`crate::auth`]), otherwise from the request metadata `x-certledger-tenant` (default
+//! [`DEFAULT_TENANT`]). Keep it this one function: every service asks [`tenant_of`] (or
+//! [`crate::CallContext`]) and nothing else.
 //!
 //! A certificate of another tenant behaves exactly like one that does not exist
 //! (`NOT_FOUND` with the same message), never `PERMISSION_DENIED`: see
@@ -45,9 +46,18 @@ pub fn validate_tenant(tenant: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The caller's tenant from the request metadata, validated; [`DEFAULT_TENANT`] when the
-/// request names none. A malformed value is `INVALID_ARGUMENT` naming the metadata key.
-pub fn tenant_of(metadata: &MetadataMap) -> Result<String, Status> {
+/// The tenant a request acts within: the authenticated caller's when the server
+/// authenticates (the header is then ignored), otherwise the `x-certledger-tenant`
+/// header (default [`DEFAULT_TENANT`]).
+pub fn tenant_of<T>(request: &tonic::Request<T>) -> Result<String, Status> {
+    if let Some(principal) = crate::auth::principal(request) {
+        return Ok(principal.tenant.clone());
+    }
+    tenant_of_header(request.metadata())
+}
+
+/// The tenant named by the `x-certledger-tenant` header (default [`DEFAULT_TENANT`]).
+pub fn tenant_of_header(metadata: &MetadataMap) -> Result<String, Status> {
     let Some(value) = metadata.get(TENANT_HEADER) else {
         return Ok(DEFAULT_TENANT.to_owned());
     };
@@ -81,11 +91,11 @@ mod tests {
     #[test]
     fn tenant_from_metadata() {
         let mut md = MetadataMap::new();
-        assert_eq!(tenant_of(&md).unwrap(), "default");
+        assert_eq!(tenant_of_header(&md).unwrap(), "default");
         md.insert(TENANT_HEADER, "acme".parse().unwrap());
-        assert_eq!(tenant_of(&md).unwrap(), "acme");
+        assert_eq!(tenant_of_header(&md).unwrap(), "acme");
         md.insert(TENANT_HEADER, "Not OK".parse().unwrap());
-        let e = tenant_of(&md).unwrap_err();
+        let e = tenant_of_header(&md).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.message().starts_with(TENANT_HEADER), "{}", e.message());
     }

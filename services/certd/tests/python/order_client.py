@@ -7,11 +7,13 @@ Generate the stubs with (pip install grpcio-tools):
         $(find proto -name '*.proto')
 """
 
+import os
 import sys
 import time
 
 import grpc
 
+from certledger.auth.v1 import auth_pb2, auth_pb2_grpc
 from certledger.common.v1 import common_pb2
 from certledger.issuance.v1 import issuance_pb2, issuance_pb2_grpc
 from certledger.order.v1 import order_pb2, order_pb2_grpc
@@ -32,7 +34,13 @@ def main() -> int:
 
         orders = order_pb2_grpc.OrderServiceStub(channel)
         issuance = issuance_pb2_grpc.IssuanceServiceStub(channel)
-        metadata = (("x-certledger-tenant", "python"),)
+        # Without credentials nothing but health and reflection is served.
+        try:
+            orders.GetCertificate(order_pb2.GetCertificateRequest(certificate_id="x"), timeout=10)
+            raise AssertionError("served without credentials")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNAUTHENTICATED, e
+        metadata = (("authorization", "Bearer " + os.environ["CERTLEDGER_TOKEN"]),)
 
         spec = common_pb2.CertificateSpec(
             issuer="builtin",
@@ -93,12 +101,24 @@ def main() -> int:
         types = [e.event_type for e in history.entries]
         assert "CertificateIssued" in types, types
 
-        # Another tenant does not see it.
+        # Another tenant does not see it: a token of tenant "python", made by the admin.
+        tokens = auth_pb2_grpc.TokenServiceStub(channel)
+        other = tokens.CreateToken(
+            auth_pb2.CreateTokenRequest(
+                name="python reader",
+                roles=[common_pb2.ROLE_VIEWER],
+                tenant="python",
+            ),
+            metadata=metadata,
+            timeout=10,
+        )
         try:
             orders.GetCertificate(
-                order_pb2.GetCertificateRequest(certificate_id=cert_id), timeout=10
+                order_pb2.GetCertificateRequest(certificate_id=cert_id),
+                metadata=(("authorization", "Bearer " + other.secret),),
+                timeout=10,
             )
-            raise AssertionError("the default tenant saw the python tenant's certificate")
+            raise AssertionError("tenant python saw the default tenant's certificate")
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.NOT_FOUND, e
 

@@ -1,0 +1,188 @@
+//! `certledger.auth.v1.TokenService`: create (the secret shown once), list and revoke the
+//! API tokens of the caller's tenant, and who-am-I.
+
+use std::sync::Arc;
+
+use certledger_domain::access::{RevokeToken, TokenCommand, TokenRecord, granted};
+use certledger_proto::auth::v1 as api;
+use certledger_proto::auth::v1::token_service_server::{TokenService, TokenServiceServer};
+use certledger_proto::common::v1::Role;
+use tonic::server::NamedService;
+use tonic::{Request, Response, Status};
+
+use super::Authenticator;
+use crate::context::CallContext;
+use crate::convert::timestamp;
+use crate::status;
+use crate::tenant::{DEFAULT_TENANT, validate_tenant};
+
+/// The full gRPC name of the service.
+pub const TOKEN_SERVICE_NAME: &str = <TokenServiceServer<TokenApi> as NamedService>::NAME;
+
+/// Most days a token may be valid for.
+const MAX_VALID_DAYS: u32 = 3650;
+
+/// The token service over an [`Authenticator`].
+#[derive(Debug, Clone)]
+pub struct TokenApi {
+    auth: Arc<Authenticator>,
+}
+
+impl TokenApi {
+    /// The service.
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        Self { auth }
+    }
+
+    /// The tonic server of this service.
+    pub fn into_server(self) -> TokenServiceServer<Self> {
+        TokenServiceServer::new(self)
+    }
+}
+
+fn token(tenant: &str, record: &TokenRecord) -> api::Token {
+    api::Token {
+        token_id: record.token_id.clone(),
+        tenant: tenant.to_owned(),
+        name: record.name.clone(),
+        roles: record.roles.iter().map(|r| *r as i32).collect(),
+        created_at: Some(timestamp(record.created_at)),
+        expires_at: record.expires_at.map(timestamp),
+        revoked: record.revoked.is_some(),
+        revoked_reason: record.revoked.clone().unwrap_or_default(),
+    }
+}
+
+fn tenant(ctx: &CallContext) -> &str {
+    ctx.tenant().unwrap_or(DEFAULT_TENANT)
+}
+
+/// The tenant whose tokens a request manages: the caller's, or (`requested`) another one
+/// when the caller is an admin of the platform tenant.
+fn target_tenant(ctx: &CallContext, requested: &str) -> Result<String, Status> {
+    let caller = tenant(ctx);
+    match requested.trim() {
+        "" => Ok(caller.to_owned()),
+        other if other == caller => Ok(caller.to_owned()),
+        _ if caller != DEFAULT_TENANT => Err(Status::permission_denied(format!(
+            "another tenant's tokens are managed from within it, or by an admin of the platform tenant {DEFAULT_TENANT:?}"
+        ))),
+        other => {
+            validate_tenant(other)
+                .map_err(|why| status::invalid_argument("tenant", format!("{other:?} {why}")))?;
+            Ok(other.to_owned())
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl TokenService for TokenApi {
+    async fn create_token(
+        &self,
+        request: Request<api::CreateTokenRequest>,
+    ) -> Result<Response<api::CreateTokenResponse>, Status> {
+        let ctx = CallContext::from_request(&request)?;
+        let request = request.into_inner();
+        let roles = request
+            .roles
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Role::try_from(*r)
+                    .ok()
+                    .filter(|r| *r != Role::Unspecified)
+                    .ok_or_else(|| {
+                        status::invalid_argument(
+                            &format!("roles[{i}]"),
+                            format!(
+                                "{r} is not a role: viewer, operator, security-officer or admin"
+                            ),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if request.valid_days > MAX_VALID_DAYS {
+            return Err(status::invalid_argument(
+                "valid_days",
+                format!("at most {MAX_VALID_DAYS} days (0: no expiry)"),
+            ));
+        }
+        let tenant = &target_tenant(&ctx, &request.tenant)?;
+        let (record, secret) = self
+            .auth
+            .create(
+                tenant,
+                &request.name,
+                roles,
+                request.valid_days,
+                &ctx.metadata(tenant),
+            )
+            .await?;
+        tracing::info!(token_id = %record.token_id, tenant, actor = %ctx.actor, "API token created");
+        Ok(Response::new(api::CreateTokenResponse {
+            token: Some(token(tenant, &record)),
+            secret: secret.expose(),
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<api::ListTokensRequest>,
+    ) -> Result<Response<api::ListTokensResponse>, Status> {
+        let ctx = CallContext::from_request(&request)?;
+        let tenant = &target_tenant(&ctx, &request.get_ref().tenant)?;
+        let registry = self.auth.registry(tenant).await?;
+        Ok(Response::new(api::ListTokensResponse {
+            tokens: registry.tokens.values().map(|r| token(tenant, r)).collect(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<api::RevokeTokenRequest>,
+    ) -> Result<Response<api::Token>, Status> {
+        let ctx = CallContext::from_request(&request)?;
+        let request = request.into_inner();
+        let tenant = &target_tenant(&ctx, &request.tenant)?;
+        let command = TokenCommand::Revoke(RevokeToken {
+            token_id: request.token_id.clone(),
+            reason: request.reason,
+        });
+        let registry = self
+            .auth
+            .execute(tenant, &ctx.metadata(tenant), &command)
+            .await?;
+        let record = registry
+            .tokens
+            .get(&request.token_id)
+            .ok_or_else(|| Status::not_found(format!("token {} not found", request.token_id)))?;
+        tracing::info!(token_id = %request.token_id, tenant, actor = %ctx.actor, "API token revoked");
+        Ok(Response::new(token(tenant, record)))
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<api::WhoAmIRequest>,
+    ) -> Result<Response<api::WhoAmIResponse>, Status> {
+        let ctx = CallContext::from_request(&request)?;
+        let roles = match super::principal(&request) {
+            Some(p) => p.roles.clone(),
+            None => [
+                Role::Viewer,
+                Role::Operator,
+                Role::SecurityOfficer,
+                Role::Admin,
+            ]
+            .into(),
+        };
+        Ok(Response::new(api::WhoAmIResponse {
+            actor: ctx.actor.clone(),
+            tenant: tenant(&ctx).to_owned(),
+            roles: roles.iter().map(|r| *r as i32).collect(),
+            permissions: granted(&roles)
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+        }))
+    }
+}
