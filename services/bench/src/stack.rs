@@ -1,0 +1,185 @@
+//! The services of scenario 1, started in-process as certd configures them for
+//! production: the order service and the issuance service (each on its own loopback gRPC
+//! port, through their `start` APIs) and the projections' projector, on PostgreSQL + NATS
+//! JetStream (a schema of its own, a `nats-server` on a free port with file storage) or
+//! on embedded SQLite (consumers tailing the log). The projector is ours so that the
+//! benchmark can subscribe to its inventory changes: "visible in the inventory" is the
+//! moment the projector committed the row.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use certledger_certd::CertdConfig;
+use certledger_eventlog::EventLog;
+use certledger_issuance::IssuanceSetup;
+use certledger_issuance::ca::open_ca;
+use certledger_order::{CertificateList, OrderSetup};
+use certledger_projections::{ProjectionStore, Projector, ProjectorConfig, StoreOptions};
+use certledger_runtime::events::{open_log, open_source};
+use certledger_runtime::server::RunningService;
+use certledger_testkit::NatsServer;
+use certledger_testkit::db::TestDb;
+use tokio_util::sync::CancellationToken;
+
+use crate::Backend;
+
+/// Where the databases live: a PostgreSQL schema (+ NATS) or SQLite files, both removed
+/// when dropped.
+pub struct Storage {
+    pub dir: tempfile::TempDir,
+    pub pg: Option<TestDb>,
+    pub nats: Option<NatsServer>,
+}
+
+impl Storage {
+    pub async fn new(backend: Backend) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let (pg, nats) = match backend {
+            Backend::Sqlite => (None, None),
+            Backend::Postgres => (
+                Some(TestDb::postgres().await?),
+                Some(NatsServer::start().await?),
+            ),
+        };
+        Ok(Self { dir, pg, nats })
+    }
+
+    /// certd's command line for this storage (data directory, database, NATS, schemas,
+    /// any free ports, no dashboard, validation NONE allowed).
+    pub fn certd_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--data-dir",
+            &self.dir.path().join("data").display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "off",
+            "--allow-no-validation",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        if let Some(db) = &self.pg {
+            for (flag, value) in [
+                ("--database-url", db.url.as_str()),
+                ("--pg-schema", db.schema.as_str()),
+                ("--projections-pg-schema", db.schema.as_str()),
+            ] {
+                args.extend([flag.to_owned(), value.to_owned()]);
+            }
+        }
+        if let Some(nats) = &self.nats {
+            args.extend(["--nats-url".to_owned(), nats.url()]);
+        }
+        args
+    }
+
+    /// certd's configuration for this storage (its defaults for everything else).
+    pub fn certd_config(&self) -> anyhow::Result<CertdConfig> {
+        certledger_certd::configure(self.certd_args(), |_| None)
+            .context("certd's configuration")?
+            .context("certd printed its help")
+    }
+}
+
+/// Order, issuance and the projector, running.
+pub struct Platform {
+    pub order_url: String,
+    pub log: Arc<dyn EventLog>,
+    pub projector: Arc<Projector>,
+    shutdown: CancellationToken,
+    services: Vec<RunningService>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Platform {
+    pub async fn start(storage: &Storage) -> anyhow::Result<Self> {
+        let config = storage.certd_config()?;
+        let c = &config.issuance;
+        let shutdown = CancellationToken::new();
+        let ca = open_ca(&c.ca, c.kek.clone()).context("opening the CA")?;
+        let log = open_log(&c.database_url, &c.pg_schema)
+            .await
+            .context("opening the event log")?;
+        let (source, relay) = open_source(
+            log.clone(),
+            c.nats_url.as_deref(),
+            c.relay,
+            shutdown.clone(),
+        )
+        .await
+        .context("opening the event stream")?;
+        let list = CertificateList::open(&c.database_url, &c.pg_schema)
+            .await
+            .context("opening the certificate list table")?;
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let order = certledger_order::start(
+            OrderSetup {
+                log: log.clone(),
+                listen: loopback,
+                issuers: vec![c.issuer.issuer_id.clone()],
+                server: c.server.clone(),
+                list: Some((list, source.clone())),
+                renewal: Default::default(),
+                tasks: relay.into_iter().collect(),
+            },
+            shutdown.clone(),
+        )
+        .await
+        .context("starting the order service")?;
+        let issuance = certledger_issuance::start(
+            IssuanceSetup {
+                log: log.clone(),
+                source: source.clone(),
+                authority: ca.authority,
+                keys: ca.keys,
+                settings: c.issuer.clone(),
+                listen: loopback,
+                server: c.server.clone(),
+                recover: c.recover,
+                tasks: Vec::new(),
+            },
+            shutdown.clone(),
+        )
+        .await
+        .context("starting the issuance service")?;
+        let store = ProjectionStore::connect_with(
+            &config.projections_url,
+            StoreOptions::new().pg_schema(config.projections_pg_schema.clone()),
+        )
+        .await
+        .context("opening the read models")?;
+        let projector = Projector::new(store, log.clone(), ProjectorConfig::default());
+        let feeding = {
+            let projector = projector.clone();
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(error) = projector.run(source, token).await {
+                    eprintln!("[bench] projections stopped with an error: {error}");
+                }
+            })
+        };
+        Ok(Self {
+            order_url: order.url(),
+            log,
+            projector,
+            shutdown,
+            services: vec![order, issuance.service],
+            tasks: vec![feeding],
+        })
+    }
+
+    /// Stops everything and waits for the drain.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for service in self.services {
+            if let Err(error) = service.wait().await {
+                eprintln!("[bench] a service stopped with an error: {error}");
+            }
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
