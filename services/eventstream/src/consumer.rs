@@ -89,6 +89,10 @@ pub struct ConsumerSettings {
     pub ack_wait: Duration,
     /// Messages pulled per request; small values spread work across replicas more evenly.
     pub batch: usize,
+    /// Events of different streams handled at once (those of one stream always one
+    /// after the other, in order). 1: one event at a time. Only for handlers whose
+    /// effects on different streams are independent.
+    pub concurrency: usize,
 }
 
 impl ConsumerSettings {
@@ -99,8 +103,23 @@ impl ConsumerSettings {
             max_deliver: 5,
             ack_wait: Duration::from_secs(30),
             batch: 64,
+            concurrency: 1,
         }
     }
+
+    /// With up to `n` streams' events handled at once (see [`ConsumerSettings::concurrency`]).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+}
+
+/// The lane (0..lanes) of a stream: the same stream always gets the same lane.
+fn lane_of(stream_key: &str, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    stream_key.hash(&mut hasher);
+    usize::try_from(hasher.finish() % lanes.max(1) as u64).unwrap_or(0)
 }
 
 /// Where a service's consumer reads events from; chosen by configuration.
@@ -230,70 +249,133 @@ async fn consume(
         .await
         .map_err(|e| err("opening the message stream")(e.into()))?;
     let dead_letter_subject = format!("{DEAD_LETTER_ROOT}.{}", subject::token(&settings.name));
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return Ok(()),
-            next = messages.next() => next,
-        };
-        let message = match next {
-            Some(Ok(message)) => message,
-            Some(Err(error)) => return Err(err("receiving")(error.into())),
-            None => return Err(err("receiving")("the message stream ended".into())),
-        };
-        let attempt = message
-            .info()
-            .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
-            .unwrap_or(1);
-        let result = match envelope::from_message(message.headers.as_ref(), &message.payload) {
-            Ok(event) => handler.handle(&event).await,
-            Err(error) => Err(HandlerError::Poison(error.to_string())),
-        };
-        let ack = match outcome(result, attempt, settings.max_deliver) {
-            Outcome::Done => AckKind::Ack,
-            Outcome::RetryIn(delay) => {
-                tracing::warn!(consumer = %settings.name, subject = %message.subject, attempt, retry_in = ?delay, "handler failed; will retry");
-                AckKind::Nak(Some(delay))
+    let process = |message| handle_message(js, settings, handler, &dead_letter_subject, message);
+    if settings.concurrency <= 1 {
+        while let Some(message) = next_message(&mut messages, shutdown, &settings.name).await? {
+            process(message).await;
+        }
+        return Ok(());
+    }
+    // Lanes: a stream's events go to one lane, handled in order; lanes run side by side.
+    let lanes = settings.concurrency;
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes)
+        .map(|_| tokio::sync::mpsc::channel::<jetstream::Message>(4))
+        .unzip();
+    let process = &process;
+    let workers = futures::future::join_all(receivers.into_iter().map(|mut rx| async move {
+        while let Some(message) = rx.recv().await {
+            process(message).await;
+        }
+    }));
+    let dispatch = async move {
+        let result = loop {
+            let message = match next_message(&mut messages, shutdown, &settings.name).await {
+                Ok(Some(message)) => message,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            // certledger.v1.<tenant>.<aggregate>.<id>.<EventType>: the stream is all but
+            // the last token.
+            let key = message
+                .subject
+                .as_str()
+                .rsplit_once('.')
+                .map_or(message.subject.as_str(), |(stream, _)| stream);
+            let lane = lane_of(key, lanes);
+            if senders[lane].send(message).await.is_err() {
+                break Ok(());
             }
-            Outcome::DeadLetter(why) => {
-                tracing::error!(consumer = %settings.name, subject = %message.subject, attempt, reason = %why, "dead-lettering event");
-                // Keep the event's own Nats-Msg-Id out, so the DLQ copy is not deduped away.
-                let mut headers = async_nats::HeaderMap::new();
-                for (name, values) in message.headers.iter().flat_map(|h| h.iter()) {
-                    if !AsRef::<str>::as_ref(name).eq_ignore_ascii_case(envelope::H_MSG_ID) {
-                        for value in values {
-                            headers.append(name.clone(), value.clone());
-                        }
+        };
+        drop(senders);
+        result
+    };
+    let (result, _) = tokio::join!(dispatch, workers);
+    result
+}
+
+/// The next message, or `None` at shutdown.
+async fn next_message(
+    messages: &mut pull::Stream,
+    shutdown: &CancellationToken,
+    name: &str,
+) -> Result<Option<jetstream::Message>, ConsumerError> {
+    let failed = |source: async_nats::Error| ConsumerError {
+        name: name.to_owned(),
+        context: "receiving",
+        source,
+    };
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Ok(None),
+        next = messages.next() => match next {
+            Some(Ok(message)) => Ok(Some(message)),
+            Some(Err(error)) => Err(failed(error.into())),
+            None => Err(failed("the message stream ended".into())),
+        },
+    }
+}
+
+/// Handles one JetStream message and acknowledges it: ack when handled, nak with a
+/// backoff to retry, dead-letter (and terminate) when it can never be handled.
+async fn handle_message(
+    js: &jetstream::Context,
+    settings: &ConsumerSettings,
+    handler: &dyn Handler,
+    dead_letter_subject: &str,
+    message: jetstream::Message,
+) {
+    let attempt = message
+        .info()
+        .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
+        .unwrap_or(1);
+    let result = match envelope::from_message(message.headers.as_ref(), &message.payload) {
+        Ok(event) => handler.handle(&event).await,
+        Err(error) => Err(HandlerError::Poison(error.to_string())),
+    };
+    let ack = match outcome(result, attempt, settings.max_deliver) {
+        Outcome::Done => AckKind::Ack,
+        Outcome::RetryIn(delay) => {
+            tracing::warn!(consumer = %settings.name, subject = %message.subject, attempt, retry_in = ?delay, "handler failed; will retry");
+            AckKind::Nak(Some(delay))
+        }
+        Outcome::DeadLetter(why) => {
+            tracing::error!(consumer = %settings.name, subject = %message.subject, attempt, reason = %why, "dead-lettering event");
+            // Keep the event's own Nats-Msg-Id out, so the DLQ copy is not deduped away.
+            let mut headers = async_nats::HeaderMap::new();
+            for (name, values) in message.headers.iter().flat_map(|h| h.iter()) {
+                if !AsRef::<str>::as_ref(name).eq_ignore_ascii_case(envelope::H_MSG_ID) {
+                    for value in values {
+                        headers.append(name.clone(), value.clone());
                     }
                 }
-                headers.insert("certledger-dead-letter-reason", why.as_str());
-                headers.insert("certledger-original-subject", message.subject.as_str());
-                let published = js
-                    .publish_with_headers(
-                        dead_letter_subject.clone(),
-                        headers,
-                        message.payload.clone(),
-                    )
-                    .await;
-                match published {
-                    Ok(ack) => match ack.await {
-                        Ok(_) => AckKind::Term,
-                        Err(error) => {
-                            tracing::warn!(%error, "dead-letter publish not acknowledged; leaving the event for redelivery");
-                            AckKind::Nak(Some(delay_for_attempt(attempt)))
-                        }
-                    },
+            }
+            headers.insert("certledger-dead-letter-reason", why.as_str());
+            headers.insert("certledger-original-subject", message.subject.as_str());
+            let published = js
+                .publish_with_headers(
+                    dead_letter_subject.to_owned(),
+                    headers,
+                    message.payload.clone(),
+                )
+                .await;
+            match published {
+                Ok(ack) => match ack.await {
+                    Ok(_) => AckKind::Term,
                     Err(error) => {
-                        tracing::warn!(%error, "dead-letter publish failed; leaving the event for redelivery");
+                        tracing::warn!(%error, "dead-letter publish not acknowledged; leaving the event for redelivery");
                         AckKind::Nak(Some(delay_for_attempt(attempt)))
                     }
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "dead-letter publish failed; leaving the event for redelivery");
+                    AckKind::Nak(Some(delay_for_attempt(attempt)))
                 }
             }
-        };
-        if let Err(error) = message.ack_with(ack).await {
-            // The event will be redelivered; the handler's idempotency absorbs it.
-            tracing::warn!(consumer = %settings.name, %error, "acknowledging failed");
         }
+    };
+    if let Err(error) = message.ack_with(ack).await {
+        // The event will be redelivered; the handler's idempotency absorbs it.
+        tracing::warn!(consumer = %settings.name, %error, "acknowledging failed");
     }
 }
 
@@ -338,31 +420,44 @@ async fn run_sql_tail(
             continue;
         }
         let mut done = after;
-        for event in &events {
-            if settings.filter.matches(event) {
-                let mut attempt = 1;
-                loop {
-                    match outcome(handler.handle(event).await, attempt, settings.max_deliver) {
-                        Outcome::Done => break,
-                        Outcome::RetryIn(delay) => {
-                            tracing::warn!(consumer = %settings.name, position = event.position, attempt, retry_in = ?delay, "handler failed; will retry");
-                            tokio::select! {
-                                _ = tokio::time::sleep(delay) => {}
-                                _ = shutdown.cancelled() => break 'outer,
-                            }
-                            attempt += 1;
-                        }
-                        Outcome::DeadLetter(why) => {
-                            tracing::error!(consumer = %settings.name, position = event.position, event_type = %event.event_type, stream = %event.stream_id, attempt, reason = %why, "dead-lettering event (skipped)");
-                            break;
-                        }
-                    }
+        if settings.concurrency <= 1 {
+            for event in &events {
+                if settings.filter.matches(event)
+                    && !handle_with_retry(handler, event, settings, shutdown).await
+                {
+                    break 'outer;
+                }
+                done = event.position;
+                if shutdown.is_cancelled() {
+                    break;
                 }
             }
-            done = event.position;
-            if shutdown.is_cancelled() {
-                break;
+        } else {
+            // The batch's streams side by side, each stream's events in order; the
+            // checkpoint moves past the batch only once all of it is handled.
+            let mut streams: Vec<Vec<&RecordedEvent>> = Vec::new();
+            let mut index: std::collections::HashMap<&str, usize> =
+                std::collections::HashMap::new();
+            for event in events.iter().filter(|e| settings.filter.matches(e)) {
+                let i = *index.entry(event.stream_id.as_str()).or_insert_with(|| {
+                    streams.push(Vec::new());
+                    streams.len() - 1
+                });
+                streams[i].push(event);
             }
+            futures::stream::iter(streams)
+                .for_each_concurrent(settings.concurrency, |stream| async move {
+                    for event in stream {
+                        if !handle_with_retry(handler, event, settings, shutdown).await {
+                            return;
+                        }
+                    }
+                })
+                .await;
+            if shutdown.is_cancelled() {
+                break 'outer;
+            }
+            done = events.last().map_or(after, |e| e.position);
         }
         if let Err(error) = log.save_checkpoint(&checkpoint, done).await {
             // Not saved: the events are handled again after a restart (idempotent).
@@ -376,6 +471,34 @@ async fn run_sql_tail(
         tracing::warn!(consumer = %settings.name, %error, "saving the checkpoint at shutdown failed");
     }
     tracing::info!(consumer = %settings.name, "consumer stopped");
+}
+
+/// Handles one event of the SQL tail, retrying with backoff; dead-letters (skips) it when
+/// it can never be handled. False when shutdown interrupted a retry.
+async fn handle_with_retry(
+    handler: &dyn Handler,
+    event: &RecordedEvent,
+    settings: &ConsumerSettings,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut attempt = 1;
+    loop {
+        match outcome(handler.handle(event).await, attempt, settings.max_deliver) {
+            Outcome::Done => return true,
+            Outcome::RetryIn(delay) => {
+                tracing::warn!(consumer = %settings.name, position = event.position, attempt, retry_in = ?delay, "handler failed; will retry");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return false,
+                }
+                attempt += 1;
+            }
+            Outcome::DeadLetter(why) => {
+                tracing::error!(consumer = %settings.name, position = event.position, event_type = %event.event_type, stream = %event.stream_id, attempt, reason = %why, "dead-lettering event (skipped)");
+                return true;
+            }
+        }
+    }
 }
 
 async fn wait_or_shutdown(

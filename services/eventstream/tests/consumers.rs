@@ -358,3 +358,105 @@ async fn graceful_shutdown_finishes_and_acks_the_event_in_hand() -> anyhow::Resu
     );
     Ok(())
 }
+
+/// Holds the first event it sees until an event of another stream has been handled (only
+/// possible when streams are handled side by side); records the order of each stream.
+#[derive(Default)]
+struct Gate {
+    first: Mutex<Option<String>>,
+    other_handled: Notify,
+    order: Mutex<Vec<(String, Vec<u8>)>>,
+}
+
+#[async_trait]
+impl Handler for Gate {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        let (hold, other_stream) = {
+            let mut first = self
+                .first
+                .lock()
+                .map_err(|e| HandlerError::Poison(e.to_string()))?;
+            match first.as_ref() {
+                None => {
+                    *first = Some(event.stream_id.clone());
+                    (true, false)
+                }
+                Some(stream) => (false, *stream != event.stream_id),
+            }
+        };
+        if hold {
+            self.other_handled.notified().await;
+        }
+        self.order
+            .lock()
+            .map_err(|e| HandlerError::Poison(e.to_string()))?
+            .push((event.stream_id.clone(), event.payload.clone()));
+        if other_stream {
+            // Recorded before the held event can be: it is released only now.
+            self.other_handled.notify_one();
+        }
+        Ok(())
+    }
+}
+
+async fn check_streams_side_by_side_in_order(source: EventSource) -> anyhow::Result<()> {
+    let log_events = 6 * 3;
+    let gate = Arc::new(Gate::default());
+    let shutdown = CancellationToken::new();
+    let settings =
+        ConsumerSettings::new("parallel", Filter::Aggregate("certificate".into())).concurrency(4);
+    let task = spawn_consumer(&source, settings, gate.clone(), &shutdown);
+    let order = eventually(DEADLINE, "every event handled", || {
+        let gate = gate.clone();
+        async move {
+            let order = gate.order.lock().ok()?.clone();
+            (order.len() == log_events).then_some(order)
+        }
+    })
+    .await?;
+    shutdown.cancel();
+    task.await?;
+    // The first event finished only after another stream's: handled side by side.
+    let first = gate
+        .first
+        .lock()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .clone();
+    assert_ne!(order.first().map(|(s, _)| s.clone()), first);
+    // Each stream's events in their order.
+    let mut per_stream: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for (stream, payload) in order {
+        per_stream.entry(stream).or_default().push(payload);
+    }
+    assert_eq!(per_stream.len(), 6);
+    for payloads in per_stream.values() {
+        let expected: Vec<Vec<u8>> = (0..3)
+            .map(|round| format!("payload {round}").into_bytes())
+            .collect();
+        assert_eq!(*payloads, expected);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sql_tail_consumer_handles_streams_side_by_side_each_in_order() -> anyhow::Result<()> {
+    let log = memory_log().await?;
+    append_events(log.as_ref(), 6, 3).await?;
+    check_streams_side_by_side_in_order(EventSource::SqlTail { log }).await
+}
+
+#[tokio::test]
+async fn jetstream_consumer_handles_streams_side_by_side_each_in_order() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = jetstream_for(&nats.url()).await?;
+    let log = memory_log().await?;
+    append_events(log.as_ref(), 6, 3).await?;
+    Relay::new(log.clone(), js.clone(), RelaySettings::default())
+        .publish_batch(0)
+        .await?;
+    check_streams_side_by_side_in_order(EventSource::JetStream {
+        js,
+        stream: "CERTLEDGER".into(),
+    })
+    .await
+}

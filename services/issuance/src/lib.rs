@@ -55,6 +55,9 @@ pub struct IssuanceSetup {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Certificates the issuance consumer advances at once.
+pub const CONSUMER_CONCURRENCY: usize = 32;
+
 /// A started issuance service.
 #[derive(Debug)]
 pub struct StartedIssuance {
@@ -102,7 +105,9 @@ pub fn build(setup: IssuanceSetup, shutdown: CancellationToken) -> IssuanceParts
     let handler = Arc::new(IssuanceHandler::new(issuer.clone(), timers.clone()));
     tasks.push(certledger_runtime::events::spawn_consumer(
         source,
-        ConsumerSettings::new(reactor::CONSUMER, Filter::Aggregate("certificate".into())),
+        // The issuer locks per certificate: certificates advance side by side.
+        ConsumerSettings::new(reactor::CONSUMER, Filter::Aggregate("certificate".into()))
+            .concurrency(CONSUMER_CONCURRENCY),
         handler,
         shutdown.clone(),
     ));

@@ -34,6 +34,10 @@ pub use service::{OrderService, certificate_id_for_key};
 /// (durable consumer / checkpoint).
 pub const LIST_CONSUMER: &str = "order-certificates";
 
+/// Certificates the order service's consumers handle at once (rows and renewals of
+/// different certificates are independent).
+pub const CONSUMER_CONCURRENCY: usize = 16;
+
 /// Renewal policies, and whether this replica runs the expiry and auto-renew scheduler.
 #[derive(Debug, Clone, Default)]
 pub struct RenewalSetup {
@@ -96,13 +100,14 @@ pub fn build(setup: OrderSetup, shutdown: CancellationToken) -> OrderParts {
         let certificates = || Filter::Aggregate("certificate".into());
         tasks.push(certledger_runtime::events::spawn_consumer(
             source.clone(),
-            ConsumerSettings::new(LIST_CONSUMER, certificates()),
+            ConsumerSettings::new(LIST_CONSUMER, certificates()).concurrency(CONSUMER_CONCURRENCY),
             Arc::new(model.projection(repo, settings)),
             shutdown.clone(),
         ));
         tasks.push(certledger_runtime::events::spawn_consumer(
             source,
-            ConsumerSettings::new(renewal::OUTCOME_CONSUMER, certificates()),
+            ConsumerSettings::new(renewal::OUTCOME_CONSUMER, certificates())
+                .concurrency(CONSUMER_CONCURRENCY),
             Arc::new(renewer.outcomes()),
             shutdown.clone(),
         ));
