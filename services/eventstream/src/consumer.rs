@@ -19,7 +19,7 @@ use crate::subject;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use async_trait::async_trait;
 use certledger_eventlog::{EventLog, RecordedEvent};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,18 @@ pub enum HandlerError {
 pub trait Handler: Send + Sync + 'static {
     /// Handles one event; returns only after the handler's effect is committed.
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError>;
+
+    /// Handles several events at once — those available, in delivery order, for a
+    /// consumer with [`ConsumerSettings::batched`] — e.g. in one transaction. After an
+    /// error the consumer handles them again one by one with [`Handler::handle`] (which
+    /// retries and dead-letters each on its own), so a partial effect must be idempotent.
+    /// By default: one after the other.
+    async fn handle_batch(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        for event in events {
+            self.handle(event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Which events a consumer receives.
@@ -93,6 +105,9 @@ pub struct ConsumerSettings {
     /// after the other, in order). 1: one event at a time. Only for handlers whose
     /// effects on different streams are independent.
     pub concurrency: usize,
+    /// Hand the events available (up to `batch`) to [`Handler::handle_batch`] at once
+    /// (with `concurrency` 1 only).
+    pub batched: bool,
 }
 
 impl ConsumerSettings {
@@ -104,7 +119,14 @@ impl ConsumerSettings {
             ack_wait: Duration::from_secs(30),
             batch: 64,
             concurrency: 1,
+            batched: false,
         }
+    }
+
+    /// With the events available handed over together (see [`ConsumerSettings::batched`]).
+    pub fn batched(mut self) -> Self {
+        self.batched = true;
+        self
     }
 
     /// With up to `n` streams' events handled at once (see [`ConsumerSettings::concurrency`]).
@@ -252,7 +274,36 @@ async fn consume(
     let process = |message| handle_message(js, settings, handler, &dead_letter_subject, message);
     if settings.concurrency <= 1 {
         while let Some(message) = next_message(&mut messages, shutdown, &settings.name).await? {
-            process(message).await;
+            if !settings.batched {
+                process(message).await;
+                continue;
+            }
+            // The messages already here, up to a batch, handled together.
+            let mut batch = vec![message];
+            while batch.len() < settings.batch.max(1) {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    Some(Some(Err(error))) => return Err(err("receiving")(error.into())),
+                    Some(None) | None => break,
+                }
+            }
+            let events: Result<Vec<RecordedEvent>, _> = batch
+                .iter()
+                .map(|m| envelope::from_message(m.headers.as_ref(), &m.payload))
+                .collect();
+            let handled = match events {
+                Ok(events) => handler.handle_batch(&events).await.is_ok(),
+                Err(_) => false,
+            };
+            for message in batch {
+                if handled {
+                    if let Err(error) = message.ack().await {
+                        tracing::warn!(consumer = %settings.name, %error, "acknowledging failed");
+                    }
+                } else {
+                    process(message).await;
+                }
+            }
         }
         return Ok(());
     }
@@ -420,7 +471,18 @@ async fn run_sql_tail(
             continue;
         }
         let mut done = after;
-        if settings.concurrency <= 1 {
+        let batch: Vec<RecordedEvent> = if settings.batched && settings.concurrency <= 1 {
+            events
+                .iter()
+                .filter(|e| settings.filter.matches(e))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !batch.is_empty() && handler.handle_batch(&batch).await.is_ok() {
+            done = events.last().map_or(after, |e| e.position);
+        } else if settings.concurrency <= 1 {
             for event in &events {
                 if settings.filter.matches(event)
                     && !handle_with_retry(handler, event, settings, shutdown).await

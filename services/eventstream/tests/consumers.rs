@@ -460,3 +460,98 @@ async fn jetstream_consumer_handles_streams_side_by_side_each_in_order() -> anyh
     })
     .await
 }
+
+/// Records the sizes of the batches it gets; with `refuse_batches`, fails every batch
+/// (so the consumer falls back to handling the events one by one).
+#[derive(Default)]
+struct Batches {
+    refuse_batches: bool,
+    sizes: Mutex<Vec<usize>>,
+    inner: Recorder,
+}
+
+#[async_trait]
+impl Handler for Batches {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        self.inner.handle(event).await
+    }
+
+    async fn handle_batch(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        self.sizes
+            .lock()
+            .map_err(|e| HandlerError::Poison(e.to_string()))?
+            .push(events.len());
+        if self.refuse_batches {
+            return Err(HandlerError::Retry("batch refused".into()));
+        }
+        for event in events {
+            self.inner.handle(event).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn check_batches(source: EventSource, ids: Vec<uuid::Uuid>) -> anyhow::Result<()> {
+    for refuse_batches in [false, true] {
+        let handler = Arc::new(Batches {
+            refuse_batches,
+            ..Batches::default()
+        });
+        let shutdown = CancellationToken::new();
+        let name = if refuse_batches {
+            "refusing"
+        } else {
+            "batched"
+        };
+        let settings =
+            ConsumerSettings::new(name, Filter::Aggregate("certificate".into())).batched();
+        let task = spawn_consumer(&source, settings, handler.clone(), &shutdown);
+        let want = ids.len();
+        eventually(DEADLINE, "every event", || {
+            let handler = handler.clone();
+            async move { (handler.inner.applied_count() == want).then_some(()) }
+        })
+        .await?;
+        shutdown.cancel();
+        task.await?;
+        assert_eq!(handler.inner.applied_ids(), ids, "in order, each once");
+        let sizes = handler
+            .sizes
+            .lock()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .clone();
+        assert!(
+            sizes.iter().any(|n| *n > 1),
+            "events that were there together came together: {sizes:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sql_tail_consumer_hands_over_batches_and_falls_back_to_single_events() -> anyhow::Result<()>
+{
+    let log = memory_log().await?;
+    let ids = append_events(log.as_ref(), 4, 3).await?;
+    check_batches(EventSource::SqlTail { log }, ids).await
+}
+
+#[tokio::test]
+async fn jetstream_consumer_hands_over_batches_and_falls_back_to_single_events()
+-> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = jetstream_for(&nats.url()).await?;
+    let log = memory_log().await?;
+    let ids = append_events(log.as_ref(), 4, 3).await?;
+    Relay::new(log.clone(), js.clone(), RelaySettings::default())
+        .publish_batch(0)
+        .await?;
+    check_batches(
+        EventSource::JetStream {
+            js,
+            stream: "CERTLEDGER".into(),
+        },
+        ids,
+    )
+    .await
+}

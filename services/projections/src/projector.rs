@@ -259,7 +259,8 @@ impl Projector {
 
     /// The consumer settings the projector runs under (every event of the log).
     pub fn consumer_settings(&self) -> ConsumerSettings {
-        ConsumerSettings::new(self.config.consumer_name.clone(), Filter::All)
+        // The events that arrived together are written in one transaction.
+        ConsumerSettings::new(self.config.consumer_name.clone(), Filter::All).batched()
     }
 
     /// Catches every read model up with the log (resuming an interrupted rebuild), then
@@ -421,6 +422,14 @@ impl Projector {
         .await
     }
 
+    /// Handles delivered events together, in one transaction (what
+    /// [`Handler::handle_batch`] does). Events already reflected are folded but not
+    /// written again.
+    pub async fn apply_live_batch(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        self.apply_batch(events, &ReadModel::ALL, Mode::Live, &self.cache)
+            .await
+    }
+
     /// Whether every read model that reads the event's stream already reflects its
     /// version (a duplicate delivery): then nothing is folded or written.
     async fn already_reflected(&self, event: &RecordedEvent) -> Result<bool, ProjectionError> {
@@ -533,6 +542,12 @@ impl Projector {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
+        // Live batches may come slightly out of position order (JetStream).
+        let highest = events
+            .iter()
+            .map(|e| e.position)
+            .max()
+            .unwrap_or(last.position);
         let what = if events.len() == 1 {
             format!("project position {}", last.position)
         } else {
@@ -548,6 +563,8 @@ impl Projector {
             }
             let view = self.view_at(cache, event, &decoded).await?;
             match index.get(&event.stream_id) {
+                // A redelivered older event of the stream never replaces a newer view.
+                Some(&i) if touched[i].view.version() > view.version() => {}
                 Some(&i) => {
                     let t = &mut touched[i];
                     t.view = view;
@@ -598,8 +615,8 @@ impl Projector {
                 }
             }
             let advance = !(mode == Mode::Live && cp.rebuilding);
-            if advance && last.position > cp.position {
-                set_checkpoint(&mut tx, cp.model, last.position, cp.rebuilding, &what).await?;
+            if advance && highest > cp.position {
+                set_checkpoint(&mut tx, cp.model, highest, cp.rebuilding, &what).await?;
             }
         }
         tx_commit(tx, &what).await?;
@@ -612,7 +629,7 @@ impl Projector {
             .fetch_add(writes, Ordering::Relaxed);
         self.stats
             .last_position
-            .fetch_max(last.position, Ordering::Relaxed);
+            .fetch_max(highest, Ordering::Relaxed);
         if mode == Mode::Live && self.changes.receiver_count() > 0 {
             for i in inventory_written {
                 let t = &touched[i];
@@ -636,18 +653,33 @@ impl Projector {
     }
 }
 
+impl Projector {
+    fn handler_error(&self, error: ProjectionError, what: &str) -> HandlerError {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(events = what, %error, "projecting failed");
+        if error.is_transient() {
+            HandlerError::Retry(error.to_string())
+        } else {
+            HandlerError::Poison(error.to_string())
+        }
+    }
+}
+
 #[async_trait]
 impl Handler for Projector {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
         self.apply_live(event).await.map_err(|error| {
-            self.stats.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(position = event.position, stream = %event.stream_id, %error, "projecting an event failed");
-            if error.is_transient() {
-                HandlerError::Retry(error.to_string())
-            } else {
-                HandlerError::Poison(error.to_string())
-            }
+            self.handler_error(
+                error,
+                &format!("position {} of {}", event.position, event.stream_id),
+            )
         })
+    }
+
+    async fn handle_batch(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        self.apply_live_batch(events)
+            .await
+            .map_err(|error| self.handler_error(error, &format!("a batch of {}", events.len())))
     }
 }
 
