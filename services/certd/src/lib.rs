@@ -42,7 +42,7 @@ use certledger_revocation::{
     IssuerSigner, OcspConfig, PublisherSettings, RevocationParts, RevocationSetup,
 };
 use certledger_runtime::auth::{AuthSettings, TOKEN_SERVICE_NAME, TokenApi};
-use certledger_runtime::config::{Args, ConfigError, Flag, Parsed, parse};
+use certledger_runtime::config::{Args, ConfigError, Flag, Request, parse_request};
 use certledger_runtime::events::{open_log, open_source};
 use certledger_runtime::server::{GrpcServer, RunningService, ServeError};
 use tokio::task::JoinHandle;
@@ -186,12 +186,12 @@ pub fn configure(
 ) -> Result<Option<CertdConfig>, ConfigError> {
     const ABOUT: &str = "every certledger service in one process (order, issuance, deployment, revocation, query and dashboard; embedded SQLite by default)";
     let flags = flags();
-    let first = match parse("certd", ABOUT, &flags, argv.clone(), &env)? {
-        Parsed::Help(text) => {
+    let first = match parse_request("certd", ABOUT, &flags, argv.clone(), &env)? {
+        Request::Help(text) => {
             print!("{text}");
             return Ok(None);
         }
-        Parsed::Args(args) => args,
+        Request::Check(args) | Request::Run(args) => args,
     };
     let data_dir = first.required("data-dir")?.to_owned();
     let embedded = first.value("database-url").is_none();
@@ -216,12 +216,13 @@ pub fn configure(
             _ => None,
         })
     };
-    let args = match parse("certd", ABOUT, &flags, argv, with_defaults)? {
-        Parsed::Help(text) => {
+    let (args, check) = match parse_request("certd", ABOUT, &flags, argv, with_defaults)? {
+        Request::Help(text) => {
             print!("{text}");
             return Ok(None);
         }
-        Parsed::Args(args) => args,
+        Request::Check(args) => (args, true),
+        Request::Run(args) => (args, false),
     };
     let issuance = IssuanceConfig::from_args(&args)?;
     let http_listen = http_listen(&args)?;
@@ -244,7 +245,7 @@ pub fn configure(
     if auth.enabled && auth.bootstrap_token_file.is_none() {
         auth.bootstrap_token_file = Some(PathBuf::from(&data_dir).join(ADMIN_TOKEN_FILE));
     }
-    Ok(Some(CertdConfig {
+    let config = CertdConfig {
         auth,
         data_dir: PathBuf::from(&data_dir),
         embedded,
@@ -257,7 +258,13 @@ pub fn configure(
         drift_interval,
         issuance,
         renewal,
-    }))
+    };
+    if check {
+        // --check-config: everything above validated; say so and stop.
+        print!("# certd: configuration valid\n{}", args.effective());
+        return Ok(None);
+    }
+    Ok(Some(config))
 }
 
 fn http_listen(args: &Args) -> Result<Option<SocketAddr>, ConfigError> {

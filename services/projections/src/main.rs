@@ -16,7 +16,7 @@ use certledger_projections::{
     HttpConfig, HttpServer, Progress, ProjectionStore, Projector, ProjectorConfig, QueryService,
     StoreOptions,
 };
-use certledger_runtime::config::{Parsed, parse};
+use certledger_runtime::config::{Request, parse_request};
 use certledger_runtime::events::{open_log, open_source};
 use certledger_runtime::server::cancel_on_signals;
 use tokio_util::sync::CancellationToken;
@@ -32,12 +32,14 @@ async fn main() -> ExitCode {
     if rebuild {
         argv.remove(0);
     }
-    let args = match parse(PROGRAM, ABOUT, FLAGS, argv, |k| std::env::var(k).ok()) {
-        Ok(Parsed::Help(text)) => {
+    let request = parse_request(PROGRAM, ABOUT, FLAGS, argv, |k| std::env::var(k).ok());
+    let (args, check) = match request {
+        Ok(Request::Help(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;
         }
-        Ok(Parsed::Args(args)) => args,
+        Ok(Request::Check(args)) => (args, true),
+        Ok(Request::Run(args)) => (args, false),
         Err(e) => {
             eprintln!("{PROGRAM}: configuration error: {e}");
             return ExitCode::from(2);
@@ -50,6 +52,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if check {
+        print!("# {PROGRAM}: configuration valid\n{}", args.effective());
+        return ExitCode::SUCCESS;
+    }
     certledger_runtime::telemetry::init();
     let result = if rebuild {
         run_rebuild(config).await
