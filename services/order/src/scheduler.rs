@@ -50,9 +50,12 @@ impl Scheduler {
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(interval = ?self.interval, "expiry and renewal scheduler started");
-        loop {
-            let handled = self.run_once().await;
-            if handled >= BATCH as usize {
+        while !shutdown.is_cancelled() {
+            // A full batch that made progress: more may be due at once. A batch whose
+            // steps all failed waits like any other (their rows may lag the log, so
+            // postponing them can miss; looking again at once would spin).
+            let (looked, done) = self.run_once().await;
+            if looked >= BATCH as usize && done > 0 {
                 continue;
             }
             tokio::select! {
@@ -62,25 +65,29 @@ impl Scheduler {
         }
     }
 
-    /// Handles the certificates due now (one batch); returns how many it looked at.
-    pub async fn run_once(&self) -> usize {
+    /// Handles the certificates due now (one batch); returns how many it looked at and
+    /// how many of their steps succeeded.
+    pub async fn run_once(&self) -> (usize, usize) {
         let now = self.renewer.settings().clock.now();
         let due = match self.list.due(now, BATCH).await {
             Ok(due) => due,
             Err(error) => {
                 tracing::warn!(%error, "reading the due certificates failed; trying again");
-                return 0;
+                return (0, 0);
             }
         };
+        let mut done = 0;
         for id in &due {
             if let Err(error) = self.step(id).await {
                 tracing::warn!(certificate_id = %id, error = format!("{error:#}"), "scheduled step failed; postponed");
                 if let Err(error) = self.postpone_current(id).await {
                     tracing::warn!(certificate_id = %id, error = format!("{error:#}"), "postponing failed");
                 }
+            } else {
+                done += 1;
             }
         }
-        due.len()
+        (due.len(), done)
     }
 
     /// One certificate's due step: expiry announcements, then an auto-renewal if due;
