@@ -13,7 +13,8 @@ pub enum ReadModel {
     ExpiryCalendar,
     /// Tables `deployments` (per certificate and target) and `targets`.
     Deployments,
-    /// Table `revocations`: the compliance clock of each revocation.
+    /// Tables `revocations` (the compliance clock of each revocation) and
+    /// `crl_publications` (which dates the CRL leg of that clock).
     Revocations,
 }
 
@@ -47,15 +48,16 @@ impl ReadModel {
             ReadModel::Inventory => &["inventory"],
             ReadModel::ExpiryCalendar => &["expiry_calendar"],
             ReadModel::Deployments => &["deployments", "targets"],
-            ReadModel::Revocations => &["revocations"],
+            ReadModel::Revocations => &["revocations", "crl_publications"],
         }
     }
 
-    /// Whether events of this kind of stream (`certificate`, `target`) feed it.
+    /// Whether events of this kind of stream (`certificate`, `target`, `crl`) feed it.
     pub(crate) fn reads(self, kind: StreamKind) -> bool {
         match kind {
             StreamKind::Certificate => true,
             StreamKind::Target => self == ReadModel::Deployments,
+            StreamKind::Crl => self == ReadModel::Revocations,
             StreamKind::Other => false,
         }
     }
@@ -72,6 +74,7 @@ impl std::fmt::Display for ReadModel {
 pub(crate) enum StreamKind {
     Certificate,
     Target,
+    Crl,
     Other,
 }
 
@@ -80,12 +83,14 @@ pub fn certificate_stream(certificate_id: &str) -> String {
     format!("certificate-{certificate_id}")
 }
 
-/// (kind, id) of a stream id (`certificate-<id>`, `target-<id>`).
+/// (kind, id) of a stream id (`certificate-<id>`, `target-<id>`, `crl-<issuer>`).
 pub(crate) fn stream_kind(stream_id: &str) -> (StreamKind, &str) {
     if let Some(id) = stream_id.strip_prefix("certificate-") {
         (StreamKind::Certificate, id)
     } else if let Some(id) = stream_id.strip_prefix("target-") {
         (StreamKind::Target, id)
+    } else if let Some(id) = stream_id.strip_prefix("crl-") {
+        (StreamKind::Crl, id)
     } else {
         (StreamKind::Other, stream_id)
     }
@@ -250,10 +255,35 @@ pub struct RevocationRow {
     pub requested_at: Option<DateTime<Utc>>,
     /// When the CA recorded it.
     pub revoked_at: Option<DateTime<Utc>>,
-    /// When the re-signed CRL was published (no event carries it yet).
+    /// When the first CRL listing it was signed (its thisUpdate): the first recorded
+    /// CRL of the certificate's issuer whose `revocations_through` reaches
+    /// `revoked_position`.
     pub crl_published_at: Option<DateTime<Utc>>,
+    /// The issuer (`issuer_ca_id`) whose CRL lists it, once known.
+    pub issuer: Option<String>,
+    /// Log position of the `CertificateRevoked` event.
+    pub revoked_position: Option<i64>,
     /// Log position of the last event reflected.
     pub updated_position: i64,
+}
+
+/// One recorded CRL (a `CrlPublished` event of stream `crl-<issuer>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CrlPublicationRow {
+    /// The issuer id.
+    pub issuer: String,
+    /// The CRL number.
+    pub crl_number: i64,
+    /// thisUpdate: when it was signed.
+    pub this_update: DateTime<Utc>,
+    /// nextUpdate.
+    pub next_update: Option<DateTime<Utc>>,
+    /// Revoked certificates listed.
+    pub entries: i64,
+    /// Every revocation recorded at or before this log position is listed.
+    pub revocations_through: i64,
+    /// Log position of the event.
+    pub position: i64,
 }
 
 /// A row of any read model (for dumps and the rebuild comparison).
@@ -271,6 +301,8 @@ pub enum AnyRow {
     Target(TargetRow),
     /// `revocations`.
     Revocation(RevocationRow),
+    /// `crl_publications`.
+    CrlPublication(CrlPublicationRow),
 }
 
 /// Microseconds since the epoch, as stored.

@@ -605,6 +605,7 @@ impl Projector {
                     cp.model,
                     &t.stream_id,
                     &t.view,
+                    reflected,
                     &self.policy,
                     &what,
                 )

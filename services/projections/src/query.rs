@@ -13,8 +13,9 @@ use crate::model::{
     AnyRow, DeploymentRow, ExpiryRow, InventoryRow, ReadModel, RevocationRow, TargetRow, micros,
 };
 use crate::rows::{
-    DEPLOYMENT_COLUMNS, EXPIRY_COLUMNS, INVENTORY_COLUMNS, REVOCATION_COLUMNS, TARGET_COLUMNS,
-    deployment_from_row, expiry_from_row, inventory_from_row, revocation_from_row, target_from_row,
+    CRL_PUBLICATION_COLUMNS, DEPLOYMENT_COLUMNS, EXPIRY_COLUMNS, INVENTORY_COLUMNS,
+    REVOCATION_COLUMNS, TARGET_COLUMNS, crl_publication_from_row, deployment_from_row,
+    expiry_from_row, inventory_from_row, revocation_from_row, target_from_row,
 };
 use crate::store::{Conn, ProjectionStore, RowExt, on};
 
@@ -113,6 +114,8 @@ pub enum AttentionKind {
     ServingRevoked,
     /// Revocation asked for and not carried out within the deadline.
     RevocationOverdue,
+    /// Revoked, and no CRL listing it recorded within the deadline.
+    CrlOverdue,
     /// A target serves an expired certificate.
     ServingExpired,
     /// Issued, auto-renew off, expiring soon (or past not-after).
@@ -137,9 +140,10 @@ pub enum AttentionKind {
 
 impl AttentionKind {
     /// Every kind.
-    pub const ALL: [AttentionKind; 12] = [
+    pub const ALL: [AttentionKind; 13] = [
         AttentionKind::ServingRevoked,
         AttentionKind::RevocationOverdue,
+        AttentionKind::CrlOverdue,
         AttentionKind::ServingExpired,
         AttentionKind::ExpiringWithoutAutoRenew,
         AttentionKind::RenewalOverdue,
@@ -157,6 +161,7 @@ impl AttentionKind {
         match self {
             AttentionKind::ServingRevoked => "serving_revoked",
             AttentionKind::RevocationOverdue => "revocation_overdue",
+            AttentionKind::CrlOverdue => "crl_overdue",
             AttentionKind::ServingExpired => "serving_expired",
             AttentionKind::ExpiringWithoutAutoRenew => "expiring_without_auto_renew",
             AttentionKind::RenewalOverdue => "renewal_overdue",
@@ -175,6 +180,7 @@ impl AttentionKind {
         match self {
             AttentionKind::ServingRevoked => "Revoked but still deployed",
             AttentionKind::RevocationOverdue => "Revocation overdue",
+            AttentionKind::CrlOverdue => "Revoked, not on a CRL",
             AttentionKind::ServingExpired => "Expired but still deployed",
             AttentionKind::ExpiringWithoutAutoRenew => "Expiring, auto-renew off",
             AttentionKind::RenewalOverdue => "Renewal overdue",
@@ -249,8 +255,8 @@ pub struct RevocationStatus {
     pub revoke_compliance: String,
     /// The CRL must be re-signed by then (revoked at + deadline).
     pub crl_deadline: Option<DateTime<Utc>>,
-    /// `published`, `published_late`, `awaiting`, or `not_recorded` (past the deadline
-    /// with no CRL publication recorded — no event carries it yet).
+    /// `published`, `published_late`, `awaiting`, or `overdue` (past the deadline with
+    /// no recorded CRL listing it).
     pub crl_compliance: String,
 }
 
@@ -628,9 +634,10 @@ impl ProjectionStore {
         let revocation_rows = on!(&mut conn, c => {
             let rows = sqlx::query(AssertSqlSafe(format!(
                 "SELECT r.certificate_id, r.tenant, r.serial, r.reason, r.requested_by, r.requested_at, r.revoked_at, \
-                 r.crl_published_at, r.updated_position, i.domains AS cert_domains, i.status AS cert_status \
+                 r.crl_published_at, r.issuer, r.revoked_position, r.updated_position, i.domains AS cert_domains, i.status AS cert_status \
                  FROM revocations r LEFT JOIN inventory i ON i.certificate_id = r.certificate_id \
-                 WHERE {r_tenant_cond} AND r.revoked_at IS NULL AND r.requested_at < $2 \
+                 WHERE {r_tenant_cond} AND ((r.revoked_at IS NULL AND r.requested_at < $2) \
+                 OR (r.crl_published_at IS NULL AND r.revoked_at < $2)) \
                  ORDER BY r.certificate_id"
             )))
             .bind(tenant_arg.clone())
@@ -832,17 +839,32 @@ impl ProjectionStore {
                 );
                 rows
             }
-            ReadModel::Revocations => fetch_rows!(
-                &mut conn,
-                what,
-                revocation_from_row,
-                AssertSqlSafe(format!(
-                    "SELECT {REVOCATION_COLUMNS} FROM revocations ORDER BY certificate_id"
-                ))
-            )?
-            .into_iter()
-            .map(AnyRow::Revocation)
-            .collect(),
+            ReadModel::Revocations => {
+                let mut rows: Vec<AnyRow> = fetch_rows!(
+                    &mut conn,
+                    what.clone(),
+                    revocation_from_row,
+                    AssertSqlSafe(format!(
+                        "SELECT {REVOCATION_COLUMNS} FROM revocations ORDER BY certificate_id"
+                    ))
+                )?
+                .into_iter()
+                .map(AnyRow::Revocation)
+                .collect();
+                rows.extend(
+                    fetch_rows!(
+                        &mut conn,
+                        what,
+                        crl_publication_from_row,
+                        AssertSqlSafe(format!(
+                            "SELECT {CRL_PUBLICATION_COLUMNS} FROM crl_publications ORDER BY issuer, crl_number"
+                        ))
+                    )?
+                    .into_iter()
+                    .map(AnyRow::CrlPublication),
+                );
+                rows
+            }
         })
     }
 
@@ -1137,24 +1159,39 @@ fn classify_revocation(
     now: DateTime<Utc>,
     policy: &AttentionPolicy,
 ) -> Option<AttentionItem> {
-    let requested = r.requested_at?;
-    if r.revoked_at.is_some() || now - requested <= policy.revocation_deadline {
-        return None;
-    }
+    let deadline = policy.revocation_deadline;
+    let (kind, since, message) = match (r.requested_at, r.revoked_at, r.crl_published_at) {
+        (Some(requested), None, _) if now - requested > deadline => (
+            AttentionKind::RevocationOverdue,
+            requested,
+            format!(
+                "revocation ({}) requested {} ago and not carried out; the deadline is {}",
+                r.reason,
+                human_duration(now - requested),
+                human_duration(deadline)
+            ),
+        ),
+        (_, Some(revoked), None) if now - revoked > deadline => (
+            AttentionKind::CrlOverdue,
+            revoked,
+            format!(
+                "revoked ({}) {} ago and no CRL listing it is recorded; the deadline is {}",
+                r.reason,
+                human_duration(now - revoked),
+                human_duration(deadline)
+            ),
+        ),
+        _ => return None,
+    };
     Some(AttentionItem {
-        kind: AttentionKind::RevocationOverdue,
+        kind,
         severity: Severity::Critical,
         certificate_id: r.certificate_id.clone(),
         target_id: None,
         domains: domains.to_vec(),
         status: cert_status.to_owned(),
-        message: format!(
-            "revocation ({}) requested {} ago and not carried out; the deadline is {}",
-            r.reason,
-            human_duration(now - requested),
-            human_duration(policy.revocation_deadline)
-        ),
-        since: requested,
+        message,
+        since,
     })
 }
 
@@ -1183,7 +1220,7 @@ pub fn revocation_status(
         (Some(rev), Some(crl)) if crl - rev <= deadline => "published",
         (Some(_), Some(_)) => "published_late",
         (Some(rev), None) if now - rev <= deadline => "awaiting",
-        (Some(_), None) => "not_recorded",
+        (Some(_), None) => "overdue",
         (None, _) => "awaiting",
     }
     .to_owned();
@@ -1309,6 +1346,8 @@ mod tests {
             requested_at: requested.map(|h| now - TimeDelta::hours(h)),
             revoked_at: revoked.map(|h| now - TimeDelta::hours(h)),
             crl_published_at: None,
+            issuer: None,
+            revoked_position: None,
             updated_position: 1,
         };
         let status = |row| revocation_status(row, now, &policy);
@@ -1320,7 +1359,18 @@ mod tests {
             (met.revoke_compliance.as_str(), met.seconds_to_revoke),
             ("met", Some(3600))
         );
-        assert_eq!(met.crl_compliance, "not_recorded");
+        assert_eq!(met.crl_compliance, "overdue");
+        let on_crl = |hours_after_revoked: i64| RevocationRow {
+            crl_published_at: Some(now - TimeDelta::hours(29 - hours_after_revoked)),
+            ..r(Some(30), Some(29))
+        };
+        assert_eq!(status(on_crl(1)).crl_compliance, "published");
+        assert_eq!(status(on_crl(25)).crl_compliance, "published_late");
+        assert_eq!(status(r(Some(3), Some(2))).crl_compliance, "awaiting");
+        let crl_overdue = classify_revocation(&r(Some(30), Some(29)), &[], "revoked", now, &policy);
+        assert_eq!(crl_overdue.map(|a| a.kind), Some(AttentionKind::CrlOverdue));
+        assert!(classify_revocation(&on_crl(1), &[], "revoked", now, &policy).is_none());
+        assert!(classify_revocation(&r(Some(3), Some(2)), &[], "revoked", now, &policy).is_none());
         assert_eq!(status(r(None, Some(1))).revoke_compliance, "no_request");
         assert!(classify_revocation(&r(Some(30), None), &[], "issued", now, &policy).is_some());
         assert!(classify_revocation(&r(Some(2), None), &[], "issued", now, &policy).is_none());

@@ -2,8 +2,8 @@
 
 use crate::error::ProjectionError;
 use crate::model::{
-    DeploymentRow, ExpiryRow, InventoryRow, ReadModel, RevocationRow, TargetRow, from_micros,
-    micros,
+    CrlPublicationRow, DeploymentRow, ExpiryRow, InventoryRow, ReadModel, RevocationRow, TargetRow,
+    from_micros, micros,
 };
 use crate::store::{RowExt, Tx, on, to_i64, to_u64};
 use crate::view::{RowPolicy, StreamView};
@@ -53,13 +53,31 @@ const UPSERT_TARGET: &str = "INSERT INTO targets (target_id, tenant, name, kind,
      status = excluded.status, removal_reason = excluded.removal_reason, registered_at = excluded.registered_at, \
      updated_position = excluded.updated_position";
 
-pub(crate) const REVOCATION_COLUMNS: &str = "certificate_id, tenant, serial, reason, requested_by, requested_at, revoked_at, crl_published_at, updated_position";
+pub(crate) const REVOCATION_COLUMNS: &str = "certificate_id, tenant, serial, reason, requested_by, requested_at, revoked_at, crl_published_at, \
+     issuer, revoked_position, updated_position";
 
-const UPSERT_REVOCATION: &str = "INSERT INTO revocations (certificate_id, tenant, serial, reason, requested_by, requested_at, revoked_at, crl_published_at, updated_position) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+/// `crl_published_at` is the thisUpdate of the first recorded CRL of the issuer that
+/// lists the revocation (NULL until there is one, or while not revoked).
+const UPSERT_REVOCATION: &str = "INSERT INTO revocations (certificate_id, tenant, serial, reason, requested_by, requested_at, revoked_at, crl_published_at, \
+     issuer, revoked_position, updated_position) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, \
+     (SELECT MIN(this_update) FROM crl_publications WHERE issuer = $8 AND revocations_through >= $9), $8, $9, $10) \
      ON CONFLICT (certificate_id) DO UPDATE SET tenant = excluded.tenant, serial = excluded.serial, reason = excluded.reason, \
      requested_by = excluded.requested_by, requested_at = excluded.requested_at, revoked_at = excluded.revoked_at, \
-     crl_published_at = excluded.crl_published_at, updated_position = excluded.updated_position";
+     crl_published_at = excluded.crl_published_at, issuer = excluded.issuer, revoked_position = excluded.revoked_position, \
+     updated_position = excluded.updated_position";
+
+pub(crate) const CRL_PUBLICATION_COLUMNS: &str =
+    "issuer, crl_number, this_update, next_update, entries, revocations_through, position";
+
+const INSERT_CRL_PUBLICATION: &str = "INSERT INTO crl_publications (issuer, crl_number, this_update, next_update, entries, revocations_through, position) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (issuer, crl_number) DO NOTHING";
+
+/// The other side of `UPSERT_REVOCATION`: a newly recorded CRL dates the revocations it
+/// is the first to list.
+const DATE_REVOCATIONS: &str = "UPDATE revocations SET crl_published_at = $1 \
+     WHERE issuer = $2 AND revoked_position IS NOT NULL AND revoked_position <= $3 \
+     AND (crl_published_at IS NULL OR crl_published_at > $1)";
 
 fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
@@ -114,12 +132,14 @@ async fn set_stream_version(
     )))
 }
 
-/// Writes the rows of `model` for one stream from its view, and records the version.
+/// Writes the rows of `model` for one stream from its view (which is newer than the
+/// `reflected` version), and records the version.
 pub(crate) async fn write_stream(
     tx: &mut Tx,
     model: ReadModel,
     stream_id: &str,
     view: &StreamView,
+    reflected: u64,
     policy: &RowPolicy,
     what: &str,
 ) -> Result<(), ProjectionError> {
@@ -177,6 +197,14 @@ pub(crate) async fn write_stream(
             .await
             .map_err(ctx("revocations"))?,
         },
+        (ReadModel::Revocations, StreamView::Crl(v)) => {
+            // CRLs are only ever added: write those the model has not seen.
+            for (_, p) in v.publications.iter().filter(|(at, _)| *at > reflected) {
+                insert_crl_publication(tx, p)
+                    .await
+                    .map_err(ctx("crl_publications"))?;
+            }
+        }
         // Streams a model does not read: nothing to write.
         _ => {}
     }
@@ -289,8 +317,29 @@ async fn upsert_revocation(tx: &mut Tx, r: &RevocationRow) -> Result<(), sqlx::E
         .bind(&r.requested_by)
         .bind(r.requested_at.map(micros))
         .bind(r.revoked_at.map(micros))
-        .bind(r.crl_published_at.map(micros))
+        .bind(&r.issuer)
+        .bind(r.revoked_position)
         .bind(r.updated_position)
+        .execute(&mut *c)
+        .await.map(|r| r.rows_affected()))
+    .map(|_| ())
+}
+
+async fn insert_crl_publication(tx: &mut Tx, p: &CrlPublicationRow) -> Result<(), sqlx::Error> {
+    on!(tx, c => sqlx::query(INSERT_CRL_PUBLICATION)
+        .bind(&p.issuer)
+        .bind(p.crl_number)
+        .bind(micros(p.this_update))
+        .bind(p.next_update.map(micros))
+        .bind(p.entries)
+        .bind(p.revocations_through)
+        .bind(p.position)
+        .execute(&mut *c)
+        .await.map(|r| r.rows_affected()))?;
+    on!(tx, c => sqlx::query(DATE_REVOCATIONS)
+        .bind(micros(p.this_update))
+        .bind(&p.issuer)
+        .bind(p.revocations_through)
         .execute(&mut *c)
         .await.map(|r| r.rows_affected()))
     .map(|_| ())
@@ -308,6 +357,7 @@ pub(crate) async fn clear_model(
             "expiry_calendar" => "DELETE FROM expiry_calendar",
             "deployments" => "DELETE FROM deployments",
             "targets" => "DELETE FROM targets",
+            "crl_publications" => "DELETE FROM crl_publications",
             _ => "DELETE FROM revocations",
         };
         on!(tx, c => sqlx::query(sql).execute(&mut *c).await.map(|r| r.rows_affected()))
@@ -440,6 +490,20 @@ pub(crate) fn revocation_from_row<R: RowExt>(r: &R) -> Result<RevocationRow, sql
         requested_at: r.opt_int("requested_at")?.map(from_micros),
         revoked_at: r.opt_int("revoked_at")?.map(from_micros),
         crl_published_at: r.opt_int("crl_published_at")?.map(from_micros),
+        issuer: r.opt_text("issuer")?,
+        revoked_position: r.opt_int("revoked_position")?,
         updated_position: r.int("updated_position")?,
+    })
+}
+
+pub(crate) fn crl_publication_from_row<R: RowExt>(r: &R) -> Result<CrlPublicationRow, sqlx::Error> {
+    Ok(CrlPublicationRow {
+        issuer: r.text("issuer")?,
+        crl_number: r.int("crl_number")?,
+        this_update: from_micros(r.int("this_update")?),
+        next_update: r.opt_int("next_update")?.map(from_micros),
+        entries: r.int("entries")?,
+        revocations_through: r.int("revocations_through")?,
+        position: r.int("position")?,
     })
 }

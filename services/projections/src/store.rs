@@ -85,12 +85,20 @@ struct Migration {
     sqlite: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "read models: inventory, expiry calendar, deployments, targets, revocations",
-    postgres: include_str!("../migrations/postgres/0001_read_models.sql"),
-    sqlite: include_str!("../migrations/sqlite/0001_read_models.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "read models: inventory, expiry calendar, deployments, targets, revocations",
+        postgres: include_str!("../migrations/postgres/0001_read_models.sql"),
+        sqlite: include_str!("../migrations/sqlite/0001_read_models.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "revocations: CRL publications and the revocation's issuer and position",
+        postgres: include_str!("../migrations/postgres/0002_crl_publications.sql"),
+        sqlite: include_str!("../migrations/sqlite/0002_crl_publications.sql"),
+    },
+];
 
 /// The PostgreSQL schema used when none is given.
 pub const DEFAULT_PG_SCHEMA: &str = "projections";

@@ -14,13 +14,14 @@ use certledger_proto::common::v1::{
     Failure, FailureCode, KeyAlgorithm, RevocationReason, ValidationMethod,
 };
 use certledger_proto::events::v1::certificate_event::Event as CertEvent;
+use certledger_proto::events::v1::crl_event::Event as CrlEvent;
 use certledger_proto::events::v1::target_event::Event as TargetEvent;
 use certledger_proto::events::v1::target_registered::Kind;
 use chrono::{DateTime, Utc};
 
 use crate::model::{
-    DeploymentRow, ExpiryRow, InventoryRow, RevocationRow, StreamKind, TargetRow, enum_name,
-    stream_kind,
+    CrlPublicationRow, DeploymentRow, ExpiryRow, InventoryRow, RevocationRow, StreamKind,
+    TargetRow, enum_name, stream_kind,
 };
 use crate::store::to_i64;
 
@@ -29,6 +30,7 @@ use crate::store::to_i64;
 pub(crate) enum Decoded {
     Certificate(CertEvent),
     Target(TargetEvent),
+    Crl(CrlEvent),
     /// Unknown type, newer schema, undecodable payload, or a stream kind we do not read:
     /// counts towards the stream version and changes nothing else.
     Skipped,
@@ -45,6 +47,10 @@ pub(crate) fn decode(event: &RecordedEvent) -> (Decoded, bool) {
         StreamKind::Target => {
             TargetEvent::decode(&event.event_type, event.schema_version, &event.payload)
                 .map(Decoded::Target)
+        }
+        StreamKind::Crl => {
+            CrlEvent::decode(&event.event_type, event.schema_version, &event.payload)
+                .map(Decoded::Crl)
         }
         StreamKind::Other => return (Decoded::Skipped, true),
     };
@@ -93,6 +99,8 @@ pub(crate) struct CertificateView {
     pub revocation_requested_at: Option<DateTime<Utc>>,
     pub revocation_requested_by: Option<String>,
     pub revocation_requested_reason: Option<RevocationReason>,
+    /// Position of the `CertificateRevoked` event.
+    pub revoked_position: Option<u64>,
     pub failures: FailureCounts,
 }
 
@@ -108,11 +116,22 @@ pub(crate) struct TargetView {
     pub registered_at: Option<DateTime<Utc>>,
 }
 
+/// A CRL stream folded: every CRL recorded (a few per day and issuer).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CrlView {
+    /// The issuer id (from the stream id).
+    pub issuer: String,
+    pub version: u64,
+    /// The CRLs, each with the stream version of its event.
+    pub publications: Vec<(u64, CrlPublicationRow)>,
+}
+
 /// The view of any stream.
 #[derive(Debug, Clone)]
 pub(crate) enum StreamView {
     Certificate(Box<CertificateView>),
     Target(Box<TargetView>),
+    Crl(Box<CrlView>),
     Other { version: u64 },
 }
 
@@ -128,6 +147,10 @@ impl StreamView {
                 id: id.to_owned(),
                 ..TargetView::default()
             })),
+            (StreamKind::Crl, issuer) => StreamView::Crl(Box::new(CrlView {
+                issuer: issuer.to_owned(),
+                ..CrlView::default()
+            })),
             (StreamKind::Other, _) => StreamView::Other { version: 0 },
         }
     }
@@ -136,6 +159,7 @@ impl StreamView {
         match self {
             StreamView::Certificate(v) => v.version,
             StreamView::Target(v) => v.version,
+            StreamView::Crl(v) => v.version,
             StreamView::Other { version } => *version,
         }
     }
@@ -166,6 +190,26 @@ impl StreamView {
                     v.metadata_tenant = event.metadata.tenant.clone();
                 }
                 StreamView::Target(v)
+            }
+            StreamView::Crl(mut v) => {
+                v.version += 1;
+                if let Decoded::Crl(CrlEvent::CrlPublished(p)) = decoded {
+                    let publication = CrlPublicationRow {
+                        issuer: v.issuer.clone(),
+                        crl_number: to_i64(p.crl_number),
+                        this_update: p
+                            .this_update
+                            .as_ref()
+                            .and_then(from_timestamp)
+                            .unwrap_or(event.recorded_at),
+                        next_update: p.next_update.as_ref().and_then(from_timestamp),
+                        entries: to_i64(p.entries),
+                        revocations_through: to_i64(p.revocations_through),
+                        position: to_i64(event.position),
+                    };
+                    v.publications.push((v.version, publication));
+                }
+                StreamView::Crl(v)
             }
             StreamView::Other { version } => StreamView::Other {
                 version: version + 1,
@@ -217,6 +261,9 @@ fn apply_certificate(v: &mut CertificateView, event: &RecordedEvent, decoded: Op
             if r.failure.is_some() {
                 v.last_failure_at = Some(at);
             }
+        }
+        CertEvent::CertificateRevoked(_) if v.revoked_position.is_none() => {
+            v.revoked_position = Some(event.position);
         }
         CertEvent::RevocationRequested(r) if v.revocation_requested_at.is_none() => {
             v.revocation_requested_at = Some(at);
@@ -398,7 +445,14 @@ impl CertificateView {
             requested_by: self.revocation_requested_by.clone(),
             requested_at: self.revocation_requested_at,
             revoked_at: s.revocation.as_ref().map(|r| r.revoked_at),
+            // Dated by the CRL's side when the row is written.
             crl_published_at: None,
+            issuer: s
+                .issued
+                .as_ref()
+                .map(|c| c.issuer_ca_id.clone())
+                .or_else(|| s.intent.as_ref().map(|i| i.issuer_ca_id.clone())),
+            revoked_position: self.revoked_position.map(to_i64),
             updated_position: to_i64(self.position),
         })
     }

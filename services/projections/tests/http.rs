@@ -482,7 +482,7 @@ async fn metrics_api_and_health_over_http() -> anyhow::Result<()> {
     assert_eq!(detail["revocation"]["reason"], "key_compromise");
     assert_eq!(detail["revocation"]["revoke_compliance"], "met");
     assert_eq!(detail["deployments"][0]["state"], "serving_revoked");
-    assert_eq!(detail["history"].as_array().map(Vec::len), Some(12));
+    assert_eq!(detail["history"].as_array().map(Vec::len), Some(13));
     let (status, _, _) = get(
         port,
         &format!("/api/certificates/{}", s.revoked),
@@ -636,7 +636,7 @@ async fn dashboard_in_headless_chromium_lists_what_needs_attention() -> anyhow::
     );
     let dom = run_chromium(&["--dump-dom".to_owned(), page.clone()], profile.path()).await?;
     let timeline = &dom[dom.find("id=\"timeline\"").context("timeline")?..];
-    assert_eq!(timeline.matches("<li data-event-type=").count(), 12);
+    assert_eq!(timeline.matches("<li data-event-type=").count(), 13);
     assert!(timeline.contains("data-event-type=\"CertificateRevoked\""));
     assert!(dom.contains("serving_revoked"));
     let shot = shot.with_file_name("projections-certificate.png");

@@ -173,9 +173,14 @@ async fn live_read_models(db: TestDb) -> anyhow::Result<()> {
         r.revocation.revoked_at.expect("revoked"),
     );
     assert!(req <= rev);
-    assert_eq!(r.revocation.crl_published_at, None);
+    assert_eq!(r.revocation.issuer.as_deref(), Some("builtin-int-1"));
+    assert_eq!(
+        r.revocation.crl_published_at,
+        Some(s.revoked_on_crl_at),
+        "the first CRL whose revocations_through reaches the revocation"
+    );
     assert_eq!(r.revoke_compliance, "met");
-    assert_eq!(r.crl_compliance, "awaiting");
+    assert_eq!(r.crl_compliance, "published");
     assert_eq!(r.crl_deadline, Some(rev + TimeDelta::hours(24)));
 
     // Needs attention.

@@ -22,7 +22,7 @@
 //! persisted table becomes worth it when that start-up scan gets too slow.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use certledger_ca::SerialNumber;
@@ -55,6 +55,9 @@ pub enum Applied {
     Known(SerialNumber),
     /// A serial was newly revoked: the CRL must be re-signed.
     Revoked(SerialNumber),
+    /// A revocation the model already held (another path applied it first, e.g. the
+    /// API call that recorded it): the CRL lists it, but none yet claims its position.
+    AlreadyRevoked(SerialNumber),
 }
 
 /// serial → status for one issuer. Cheap to share (`Arc`).
@@ -63,6 +66,9 @@ pub struct StatusModel {
     issuer_id: String,
     serials: MemoryStatusSource,
     ready: AtomicBool,
+    /// Every event at or before this log position has been applied (by the start-up
+    /// rebuild and the tail).
+    read_through: AtomicU64,
 }
 
 fn chrono_to_time(at: chrono::DateTime<chrono::Utc>) -> OffsetDateTime {
@@ -79,6 +85,7 @@ impl StatusModel {
             issuer_id: issuer_id.into(),
             serials: MemoryStatusSource::new(),
             ready: AtomicBool::new(false),
+            read_through: AtomicU64::new(0),
         }
     }
 
@@ -95,6 +102,16 @@ impl StatusModel {
     /// Marks the model ready (after [`StatusModel::rebuild`]).
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// The log position through which every event has been applied: each revocation
+    /// recorded at or before it is in [`StatusModel::revoked_entries`].
+    pub fn read_through(&self) -> u64 {
+        self.read_through.load(Ordering::Acquire)
+    }
+
+    fn advance(&self, position: u64) {
+        self.read_through.fetch_max(position, Ordering::AcqRel);
     }
 
     /// Number of serials known.
@@ -210,7 +227,7 @@ impl StatusModel {
             CertStatus::Revoked { reason: r, .. }
                 if r == reason || reason != RevocationReason::KeyCompromise =>
             {
-                Applied::Nothing
+                Applied::AlreadyRevoked(serial)
             }
             _ => {
                 self.serials
@@ -247,6 +264,7 @@ impl StatusModel {
             for event in &page {
                 self.apply(event);
             }
+            self.advance(after);
         }
         tracing::info!(
             events = read,
@@ -292,7 +310,11 @@ impl StatusModel {
             };
             after = last.position;
             for event in &page {
-                if let Applied::Revoked(serial) = self.apply(event) {
+                let applied = self.apply(event);
+                // Pages come in position order with no gaps, so every earlier event is
+                // applied too; a CRL signed after the kick can claim this position.
+                self.advance(event.position);
+                if let Applied::Revoked(serial) | Applied::AlreadyRevoked(serial) = applied {
                     on_revoked(&serial);
                 }
             }
@@ -363,10 +385,11 @@ mod tests {
             model.apply_decoded(stream, at(2), &revoked),
             Applied::Revoked(s.clone())
         );
-        // Repeats change nothing (no second CRL).
+        // A repeat changes nothing; it is told apart so that the log's tail can have a
+        // CRL recorded that claims the revocation's position.
         assert_eq!(
             model.apply_decoded(stream, at(3), &revoked),
-            Applied::Nothing
+            Applied::AlreadyRevoked(s.clone())
         );
         assert_eq!(
             model.apply_decoded(stream, at(3), &issued),

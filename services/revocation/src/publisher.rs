@@ -178,6 +178,8 @@ impl CrlPublisher {
                 .map(|c| c.crl_number)
                 .unwrap_or(0);
             let number = recorded.crl_number.max(served) + 1;
+            // Read before the entries: every revocation at or before it is among them.
+            let revocations_through = self.model.read_through();
             let entries = self.model.revoked_entries();
             let signer = self.signer.clone();
             let config = self.settings.crl;
@@ -194,6 +196,7 @@ impl CrlPublisher {
                 next_update: Some(to_timestamp(time_to_chrono(crl.next_update))),
                 entries: crl.entries as u64,
                 sha256: crl.sha256_hex.clone(),
+                revocations_through,
             };
             let payload = CrlEventKind::CrlPublished(payload);
             let event = NewEvent::new(

@@ -430,6 +430,46 @@ async fn revoke_then_crl_and_ocsp_say_revoked_with_openssl() {
     let (ok, out) = verify_with_crl(dir, "good.pem");
     assert!(ok, "{out}");
 
+    // The CRL events date the revocation for the read models: a CRL claims every
+    // revocation through its revocations_through position, and one that reaches the
+    // revocation's position is recorded (the log tail kicks a re-signing).
+    let revoked_position = db
+        .log
+        .read_stream(&format!("certificate-{bad_id}"), 0)
+        .await
+        .unwrap()
+        .iter()
+        .find(|e| e.event_type == "CertificateRevoked")
+        .map(|e| e.position)
+        .unwrap();
+    let crls = |log: Arc<dyn EventLog>| async move {
+        log.read_stream("crl-builtin", 0)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(certledger_revocation::publisher::decode_crl_event)
+            .collect::<Vec<_>>()
+    };
+    let covering = eventually(
+        DEADLINE,
+        "a CRL recorded as listing the revocation",
+        || async {
+            crls(db.log.clone())
+                .await
+                .into_iter()
+                .find(|c| c.revocations_through >= revoked_position)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(covering.entries, 1, "{covering:?}");
+    let before = crls(db.log.clone()).await;
+    let before = before.iter().find(|c| c.crl_number == first).unwrap();
+    assert!(
+        before.revocations_through < revoked_position && before.entries == 0,
+        "{before:?}"
+    );
+
     // GetCrl serves the same CRL.
     let crl = client
         .clone()

@@ -22,8 +22,9 @@ use certledger_proto::common::v1::{
     CertificateSpec, DomainSlotKind, DomainSlots, Failure, FailureCode, KeyAlgorithm,
     RevocationReason, Subject, ValidationMethod,
 };
+use certledger_proto::events::v1::crl_event::Event as CrlEvent;
 use certledger_proto::events::v1::target_registered::Kind;
-use certledger_proto::events::v1::{Challenge, NginxTarget};
+use certledger_proto::events::v1::{Challenge, CrlPublished, NginxTarget};
 use certledger_testkit::eventually;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::task::JoinHandle;
@@ -269,6 +270,35 @@ impl Writer {
         Ok(())
     }
 
+    /// Records a CRL of `issuer` listing every revocation through log position
+    /// `through`, as the revocation service does.
+    pub async fn crl_published(
+        &self,
+        issuer: &str,
+        crl_number: u64,
+        through: u64,
+        this_update: DateTime<Utc>,
+    ) -> anyhow::Result<RecordedEvent> {
+        let event = CrlEvent::CrlPublished(CrlPublished {
+            issuer: issuer.into(),
+            crl_number,
+            this_update: Some(certledger_domain::time::to_timestamp(this_update)),
+            next_update: Some(certledger_domain::time::to_timestamp(
+                this_update + TimeDelta::days(1),
+            )),
+            entries: 1,
+            sha256: hex64(0xc0),
+            revocations_through: through,
+        });
+        self.append_raw(
+            &format!("crl-{issuer}"),
+            event.event_type(),
+            event.encode_payload(),
+            "",
+        )
+        .await
+    }
+
     /// Appends a raw event (e.g. of a type no build knows yet).
     pub async fn append_raw(
         &self,
@@ -490,6 +520,8 @@ pub struct Scenario {
     pub deploy_failed: &'static str,
     pub other_tenant: &'static str,
     pub expiring_not_after: DateTime<Utc>,
+    /// thisUpdate of the first CRL listing the revocation of `revoked`.
+    pub revoked_on_crl_at: DateTime<Utc>,
 }
 
 /// A realistic history: issued and deployed, revoked while deployed, a failed issuance,
@@ -516,6 +548,7 @@ pub async fn write_scenario(log: &Arc<dyn EventLog>) -> anyhow::Result<Scenario>
         deploy_failed: "cert-deploy-failed",
         other_tenant: "cert-other",
         expiring_not_after: now + day * 10,
+        revoked_on_crl_at: DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now),
     };
     let plan = |id, domains, auto_renew, serial_byte| CertPlan {
         id,
@@ -560,6 +593,45 @@ pub async fn write_scenario(log: &Arc<dyn EventLog>) -> anyhow::Result<Scenario>
         RecordRevoked {
             reason: RevocationReason::KeyCompromise,
             revoked_at: Utc::now(),
+        },
+    )
+    .await?;
+    // CRLs of the issuer: one built before the revocation service had read the
+    // revocation, then the first to list it, then a later one.
+    let revoked_position = w
+        .log
+        .read_stream(&format!("certificate-{}", s.revoked), 0)
+        .await?
+        .last()
+        .map(|e| e.position)
+        .context("the revocation just recorded")?;
+    let issuer = "builtin-int-1";
+    let second = TimeDelta::seconds(1);
+    w.crl_published(
+        issuer,
+        1,
+        revoked_position - 1,
+        s.revoked_on_crl_at - second,
+    )
+    .await?;
+    w.crl_published(issuer, 2, revoked_position, s.revoked_on_crl_at)
+        .await?;
+    w.crl_published(
+        issuer,
+        3,
+        revoked_position + 2,
+        s.revoked_on_crl_at + second,
+    )
+    .await?;
+    // A later event of the certificate rewrites its revocation row after the CRLs are
+    // known (the date then comes from the CRL side already recorded).
+    w.run(
+        s.revoked,
+        TENANT,
+        FlagRevokedServed {
+            deployment_id: format!("dep-{}-web-2", s.revoked),
+            target_id: "web-2".into(),
+            observed: "TLS handshake served the revoked serial".into(),
         },
     )
     .await?;
