@@ -453,6 +453,32 @@ async fn issued_certificate(
 }
 
 /// The issuer's current CRL (RevocationService.GetCrl) as `openssl crl -text` reads it.
+/// GET over HTTP/1.1 (with a bearer token): (status, body).
+async fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).await?;
+    let status = raw.split(' ').nth(1).context("status line")?.parse()?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    Ok((status, body.to_owned()))
+}
+
 async fn crl_text(server: &Server, dir: &Path) -> anyhow::Result<String> {
     use certledger_proto::revocation::v1::GetCrlRequest;
     use certledger_proto::revocation::v1::revocation_service_client::RevocationServiceClient;
@@ -639,6 +665,33 @@ async fn targets_deploy_to_files_and_revoke() -> anyhow::Result<()> {
     )
     .await?;
     ensure!(crl.contains("Key Compromise"), "{crl}");
+
+    // The revocations read model dates the CRL leg of the compliance clock from the
+    // CRL events; the JSON API needs the token like everything else.
+    let http = certd.running.http_addr().context("dashboard address")?;
+    let (status, _) = http_get(http, "/api/revocations", None).await?;
+    ensure!(status == 401, "served without a token: {status}");
+    let token = std::fs::read_to_string(&server.token_file)?;
+    let published = certledger_testkit::eventually(
+        std::time::Duration::from_secs(20),
+        "the revocation's CRL publication in the read model",
+        || async {
+            let (_, body) = http_get(http, "/api/revocations", Some(token.trim()))
+                .await
+                .ok()?;
+            let rows: serde_json::Value = serde_json::from_str(&body).ok()?;
+            rows.as_array()?
+                .iter()
+                .find(|r| r["certificate_id"] == id.as_str())
+                .filter(|r| r["crl_compliance"] == "published")
+                .cloned()
+        },
+    )
+    .await?;
+    ensure!(
+        published["crl_published_at"].as_str() >= published["revoked_at"].as_str(),
+        "{published}"
+    );
 
     certd.shutdown.cancel();
     certd.running.wait().await?;

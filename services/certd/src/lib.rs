@@ -460,6 +460,7 @@ pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow:
             .with_context(|| format!("listening on {addr} (--http-listen)"))?;
         http_addr = Some(listener.local_addr()?);
         let server = HttpServer::new(store, log, HttpConfig::default())
+            .with_auth(server.auth.clone())
             .with_projector_stats(projector.stats());
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use chrono::{DateTime, Utc};
 
 use crate::history::HistoryItem;
+use crate::http::DEFAULT_TENANT;
 use crate::model::{ExpiryRow, InventoryRow};
 use crate::query::{
     AttentionItem, CertificateDetail, RevocationStatus, Severity, StatusCount, human_duration,
@@ -565,6 +566,25 @@ pub(crate) fn error_page(tenant: &str, message: &str) -> String {
         &format!(
             "<section><h2>Something went wrong</h2><p>{}</p></section>",
             esc(message)
+        ),
+    )
+}
+
+/// The sign-in form: an API token (viewer role or more) kept in an HttpOnly cookie.
+pub(crate) fn login(message: Option<&str>) -> String {
+    let notice = message
+        .map(|m| format!("<p class=\"sev sev-critical\">{}</p>", esc(m)))
+        .unwrap_or_default();
+    page(
+        "certledger — sign in",
+        DEFAULT_TENANT,
+        &format!(
+            "<section id=\"login\"><h2>Sign in</h2>{notice}\
+             <form method=\"post\" action=\"/login\">\
+             <p><label>API token <input type=\"password\" name=\"token\" autocomplete=\"off\" size=\"60\" required></label></p>\
+             <p><button type=\"submit\">Sign in</button></p></form>\
+             <p class=\"empty\">A token with the viewer role or more (<code>certctl tokens create NAME --role viewer</code>). \
+             The dashboard shows the token's tenant.</p></section>"
         ),
     )
 }

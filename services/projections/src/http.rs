@@ -1,8 +1,15 @@
 //! The HTTP surface of the query side: the dashboard (`/`), a page per certificate
 //! (`/certificates/<id>`), JSON (`/api/…`), `/metrics`, `/healthz` and `/readyz`.
 //!
-//! The tenant comes from the `x-certledger-tenant` header (default `default`); the
-//! pages also accept `?tenant=` so that a browser can switch. Authentication comes later.
+//! With authentication (the binaries' default, [`HttpServer::with_auth`]) every route
+//! but `/healthz`, `/readyz` and `/login` needs an API token with the `read` permission:
+//! `authorization: Bearer <token>` (scripts, Prometheus) or the HttpOnly cookie that
+//! signing in on `/login` sets (browsers). The tenant is then the token's; `/metrics`
+//! covers every tenant and so needs a token of the platform tenant `default`.
+//!
+//! Without authentication (`--insecure-no-auth`) the tenant comes from the
+//! `x-certledger-tenant` header (default `default`); the pages also accept `?tenant=` so
+//! that a browser can switch.
 
 use std::io;
 use std::sync::Arc;
@@ -13,9 +20,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::routing::get;
 use certledger_eventlog::EventLog;
 use certledger_eventstream::relay::RelayStats;
+use certledger_runtime::auth::{Authenticator, Permission};
 use chrono::{DateTime, TimeDelta, Utc};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
@@ -69,6 +78,7 @@ struct AppState {
     relay: Option<Arc<RelayStats>>,
     startup_head: OnceCell<u64>,
     ready: AtomicBool,
+    auth: Option<Arc<Authenticator>>,
 }
 
 /// The HTTP server. Build, optionally attach counters, then [`HttpServer::serve`] (or
@@ -89,6 +99,7 @@ impl HttpServer {
                 relay: None,
                 startup_head: OnceCell::new(),
                 ready: AtomicBool::new(false),
+                auth: None,
             },
         }
     }
@@ -96,6 +107,13 @@ impl HttpServer {
     /// Exposes the in-process projector's counters on `/metrics`.
     pub fn with_projector_stats(mut self, stats: Arc<ProjectorStats>) -> Self {
         self.state.projector = Some(stats);
+        self
+    }
+
+    /// Requires an API token on every route but health and sign-in (`None`: no
+    /// authentication, for `--insecure-no-auth`).
+    pub fn with_auth(mut self, auth: Option<Arc<Authenticator>>) -> Self {
+        self.state.auth = auth;
         self
     }
 
@@ -171,7 +189,7 @@ impl HttpServer {
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let protected = Router::new()
         .route("/", get(dashboard))
         .route("/certificates/{id}", get(certificate_page))
         .route("/api/certificates", get(api_certificates))
@@ -182,9 +200,187 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/deployments", get(api_deployments))
         .route("/api/targets", get(api_targets))
         .route("/metrics", get(metrics_handler))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(protected)
+        .route("/login", get(login_form).post(login))
+        .route("/logout", axum::routing::post(logout))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+// --- authentication -------------------------------------------------------------------
+
+/// The cookie that carries a browser's token (HttpOnly, SameSite=Strict).
+pub const TOKEN_COOKIE: &str = "certledger_token";
+
+/// Pages answer a browser; everything else (JSON, metrics) a program.
+fn is_page(path: &str) -> bool {
+    path == "/" || path.starts_with("/certificates/")
+}
+
+/// The request's token as an `authorization` header: the header itself, else the
+/// sign-in cookie.
+fn credentials(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        out.insert(header::AUTHORIZATION, v.clone());
+        return out;
+    }
+    let token = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == TOKEN_COOKIE)
+        .map(|(_, value)| value);
+    if let Some(value) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+        out.insert(header::AUTHORIZATION, value);
+    }
+    out
+}
+
+fn refused(path: &str, status: StatusCode, message: &str) -> Response<Body> {
+    if is_page(path) {
+        let mut r = html_page(status, html::login(Some(message)));
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        return r;
+    }
+    let mut r = json_error(status, message);
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"certledger\""),
+        );
+    }
+    r
+}
+
+/// Lets a request through with the `read` permission, acting in the token's tenant.
+async fn authenticate(
+    State(s): State<Arc<AppState>>,
+    mut request: axum::extract::Request,
+    next: Next,
+) -> Response<Body> {
+    let Some(auth) = &s.auth else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path().to_owned();
+    let principal = match auth.authenticate(&credentials(request.headers())).await {
+        Ok(p) => p,
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            return refused(&path, StatusCode::UNAUTHORIZED, status.message());
+        }
+        Err(status) => {
+            tracing::warn!(error = %status.message(), "reading the token registry failed");
+            return refused(
+                &path,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the token registry could not be read; try again",
+            );
+        }
+    };
+    if let Err(status) = principal.require(Permission::Read) {
+        return refused(&path, StatusCode::FORBIDDEN, status.message());
+    }
+    if path == "/metrics" && principal.tenant != DEFAULT_TENANT {
+        return refused(
+            &path,
+            StatusCode::FORBIDDEN,
+            &format!(
+                "/metrics covers every tenant: it needs a token of the platform tenant {DEFAULT_TENANT:?}, not {:?}",
+                principal.tenant
+            ),
+        );
+    }
+    // The token decides the tenant; a header naming another one is overridden.
+    match HeaderValue::from_str(&principal.tenant) {
+        Ok(v) => {
+            request.headers_mut().insert(TENANT_HEADER, v);
+        }
+        Err(_) => {
+            return refused(
+                &path,
+                StatusCode::FORBIDDEN,
+                "the token's tenant is unusable",
+            );
+        }
+    }
+    next.run(request).await
+}
+
+async fn login_form(State(s): State<Arc<AppState>>) -> Response<Body> {
+    if s.auth.is_none() {
+        return redirect("/", None);
+    }
+    html_page(StatusCode::OK, html::login(None))
+}
+
+fn redirect(to: &'static str, cookie: Option<String>) -> Response<Body> {
+    let mut r = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
+    r.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static(to));
+    if let Some(v) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// Checks the posted token (`token=` form field) and keeps it in the cookie.
+async fn login(State(s): State<Arc<AppState>>, body: axum::body::Bytes) -> Response<Body> {
+    let Some(auth) = &s.auth else {
+        return redirect("/", None);
+    };
+    let token = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default();
+    let mut headers = HeaderMap::new();
+    match HeaderValue::from_str(&format!("Bearer {token}")) {
+        Ok(v) if !token.is_empty() => {
+            headers.insert(header::AUTHORIZATION, v);
+        }
+        _ => {
+            return html_page(
+                StatusCode::BAD_REQUEST,
+                html::login(Some(
+                    "field token: paste an API token (clt.<tenant>.<id>.<secret>)",
+                )),
+            );
+        }
+    }
+    let principal = match auth.authenticate(&headers).await {
+        Ok(p) => p,
+        Err(status) => {
+            return html_page(
+                StatusCode::UNAUTHORIZED,
+                html::login(Some(status.message())),
+            );
+        }
+    };
+    if let Err(status) = principal.require(Permission::Read) {
+        return html_page(StatusCode::FORBIDDEN, html::login(Some(status.message())));
+    }
+    redirect(
+        "/",
+        Some(format!(
+            "{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+        )),
+    )
+}
+
+async fn logout() -> Response<Body> {
+    redirect(
+        "/login",
+        Some(format!(
+            "{TOKEN_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+        )),
+    )
 }
 
 // --- responses ------------------------------------------------------------------------

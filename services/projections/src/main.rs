@@ -181,6 +181,7 @@ async fn run(mut config: ProjectionsConfig) -> anyhow::Result<()> {
     let http_addr = http_listener.local_addr()?;
     {
         let server = HttpServer::new(projector.store().clone(), log, HttpConfig::default())
+            .with_auth(config.server.auth.clone())
             .with_projector_stats(projector.stats());
         let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {

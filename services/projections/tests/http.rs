@@ -9,29 +9,45 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
+use certledger_domain::access::{RevokeToken, TokenCommand};
+use certledger_eventlog::Metadata;
 use certledger_projections::{HttpConfig, HttpServer};
+use certledger_proto::common::v1::Role;
+use certledger_runtime::auth::Authenticator;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+type HttpResponse = (u16, HashMap<String, String>, String);
+
 /// A plain HTTP/1.1 GET: (status, headers, body).
-async fn get(
+async fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<HttpResponse> {
+    request(port, "GET", path, headers, "").await
+}
+
+/// A plain HTTP/1.1 request (header names lower-cased in the answer).
+async fn request(
     port: u16,
+    method: &str,
     path: &str,
     headers: &[(&str, &str)],
-) -> anyhow::Result<(u16, HashMap<String, String>, String)> {
+    body: &str,
+) -> anyhow::Result<HttpResponse> {
     let mut stream = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect(("127.0.0.1", port)),
     )
     .await
     .context("connect timed out")??;
-    let mut request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
     request.push_str("\r\n");
+    request.push_str(body);
     stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
@@ -652,6 +668,152 @@ async fn dashboard_in_headless_chromium_lists_what_needs_attention() -> anyhow::
 
     server.shutdown.cancel();
     server.task.await??;
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_but_health_and_sign_in_needs_a_token() -> anyhow::Result<()> {
+    let db = TestDb::sqlite().await?;
+    let running = start_projector(&db, &db.store, "projections");
+    write_scenario(&db.log).await?;
+    wait_caught_up(&db.log, &db.store).await?;
+    let auth = Authenticator::new(db.log.clone(), certledger_runtime::clock::system());
+    let admin = Metadata {
+        tenant: TENANT.into(),
+        correlation_id: None,
+        causation_id: None,
+        actor: "test".into(),
+        trace_context: None,
+    };
+    let (viewer_record, viewer) = auth
+        .create(TENANT, "dashboard", vec![Role::Viewer], 30, &admin)
+        .await?;
+    let (_, other) = auth
+        .create(OTHER_TENANT, "other", vec![Role::Viewer], 30, &admin)
+        .await?;
+    let viewer = viewer.expose();
+    let other = other.expose();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(
+        HttpServer::new(db.store.clone(), db.log.clone(), HttpConfig::default())
+            .with_auth(Some(auth.clone()))
+            .serve(listener, shutdown.clone().cancelled_owned()),
+    );
+    let bearer = |t: &str| format!("Bearer {t}");
+
+    // Health and the sign-in form are open.
+    assert_eq!(get(port, "/healthz", &[]).await?.0, 200);
+    let (status, _, form) = get(port, "/login", &[]).await?;
+    assert_eq!(status, 200);
+    assert!(form.contains("action=\"/login\""), "{form}");
+
+    // No credentials: 401 everywhere else; programs get JSON, browsers the form.
+    for path in ["/api/attention", "/api/certificates", "/metrics"] {
+        let (status, headers, body) = get(port, path, &[]).await?;
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(body.contains("no credentials"), "{path}: {body}");
+        assert!(headers.contains_key("www-authenticate"), "{path}");
+    }
+    let (status, _, page) = get(port, "/", &[]).await?;
+    assert_eq!(status, 401);
+    assert!(page.contains("action=\"/login\""), "{page}");
+    let (status, _, body) = get(
+        port,
+        "/api/attention",
+        &[("authorization", "Bearer clt.default.nope.nope")],
+    )
+    .await?;
+    assert_eq!(status, 401, "{body}");
+
+    // A viewer reads its tenant.
+    let (status, _, body) = get(
+        port,
+        "/api/certificates/cert-ok",
+        &[("authorization", &bearer(&viewer))],
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("www.example.com"), "{body}");
+    // Another tenant's token: the certificate does not exist for it, whatever tenant the
+    // request names; and /metrics, which covers every tenant, is refused.
+    let (status, _, body) = get(
+        port,
+        "/api/certificates/cert-ok",
+        &[
+            ("authorization", &bearer(&other)),
+            ("x-certledger-tenant", TENANT),
+        ],
+    )
+    .await?;
+    assert_eq!(status, 404, "{body}");
+    let (status, _, body) = get(port, "/metrics", &[("authorization", &bearer(&other))]).await?;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("platform tenant"), "{body}");
+    let (status, _, body) = get(port, "/metrics", &[("authorization", &bearer(&viewer))]).await?;
+    assert_eq!(status, 200);
+    parse_exposition(&body)?;
+
+    // A browser signs in: the token goes into an HttpOnly cookie, the dashboard opens.
+    let (status, _, page) = request(
+        port,
+        "POST",
+        "/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "token=wrong",
+    )
+    .await?;
+    assert_eq!(status, 401);
+    assert!(page.contains("malformed"), "{page}");
+    let form = format!(
+        "token={}",
+        form_urlencoded::byte_serialize(viewer.as_bytes()).collect::<String>()
+    );
+    let (status, headers, _) = request(
+        port,
+        "POST",
+        "/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &form,
+    )
+    .await?;
+    assert_eq!(status, 303);
+    assert_eq!(headers.get("location").map(String::as_str), Some("/"));
+    let cookie = headers.get("set-cookie").context("a cookie")?;
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().context("cookie pair")?.to_owned();
+    let (status, _, page) = get(port, "/", &[("cookie", &cookie)]).await?;
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"attention\""), "{page}");
+
+    // Revoking the token locks the browser out at once.
+    auth.execute(
+        TENANT,
+        &admin,
+        &TokenCommand::Revoke(RevokeToken {
+            token_id: viewer_record.token_id.clone(),
+            reason: "left the team".into(),
+        }),
+    )
+    .await?;
+    let (status, _, page) = get(port, "/", &[("cookie", &cookie)]).await?;
+    assert_eq!(status, 401);
+    assert!(page.contains("revoked"), "{page}");
+    let (status, headers, _) = request(port, "POST", "/logout", &[], "").await?;
+    assert_eq!(status, 303);
+    assert!(
+        headers
+            .get("set-cookie")
+            .is_some_and(|c| c.contains("Max-Age=0"))
+    );
+
+    shutdown.cancel();
+    task.await??;
     running.stop().await?;
     Ok(())
 }

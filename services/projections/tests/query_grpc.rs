@@ -587,11 +587,8 @@ async fn the_binary_serves_and_stops_on_sigterm() -> anyhow::Result<()> {
     }
     let (grpc, http) = (grpc.context("grpc")?, http.context("http")?);
     // Authenticated with the token the binary wrote at start.
-    let bearer: tonic::metadata::MetadataValue<_> = format!(
-        "Bearer {}",
-        std::fs::read_to_string(dir.path().join("admin.token"))?.trim()
-    )
-    .parse()?;
+    let token = std::fs::read_to_string(dir.path().join("admin.token"))?;
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", token.trim()).parse()?;
     let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))?
         .connect()
         .await?;
@@ -630,11 +627,26 @@ async fn the_binary_serves_and_stops_on_sigterm() -> anyhow::Result<()> {
         .into_inner();
     assert_eq!(ok.status, CertificateStatus::Issued as i32);
 
-    let mut tcp = tokio::net::TcpStream::connect(&http).await?;
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut body = String::new();
-    tcp.read_to_string(&mut body).await?;
+    // The HTTP side authenticates too.
+    let scrape = |authorization: String| {
+        let http = http.clone();
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(&http).await?;
+            tcp.write_all(
+                format!(
+                    "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{authorization}\r\n"
+                )
+                .as_bytes(),
+            )
+            .await?;
+            let mut body = String::new();
+            tcp.read_to_string(&mut body).await?;
+            anyhow::Ok(body)
+        }
+    };
+    let body = scrape(String::new()).await?;
+    assert!(body.starts_with("HTTP/1.1 401"), "{body}");
+    let body = scrape(format!("authorization: Bearer {}\r\n", token.trim())).await?;
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(
         body.contains("certledger_certificate_expiration_timestamp_seconds"),
