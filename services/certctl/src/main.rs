@@ -86,7 +86,13 @@ Commands:
                                          security-officer admin; the secret is shown once;
                                          --for-tenant: another tenant's (platform admins)
   tokens revoke TOKEN-ID [--reason TEXT] [--for-tenant T]
-                                         it stops working at once
+                                         it stops working at once (tokens and client
+                                         certificates alike)
+  tokens client-cert NAME --role ROLE [--role ROLE] --cert-out FILE --key-out FILE
+              [--ca-out FILE] [--valid-days N] [--for-tenant T]
+                                         a client certificate for mutual TLS: the key is
+                                         generated here (ECDSA P-256, written 0600) and
+                                         only a CSR is sent; use it with --cert/--key
   whoami                                 who the server takes you for
   help                                   this text
 
@@ -97,8 +103,16 @@ Global options (anywhere on the line):
   --tenant ID    the tenant to act in, on a server without authentication [CERTLEDGER_TENANT]
   --token-file F the API token to send [CERTLEDGER_TOKEN_FILE] (default ./certledger-data/admin.token,
                  which certd writes at first start); CERTLEDGER_TOKEN=<token> takes precedence
+  --ca-file F    the CA that signed the server's TLS certificate (https:// servers)
+                 [CERTLEDGER_CA_FILE] (default ./certledger-data/tls/ca.pem if it exists,
+                 the identity CA certd --tls creates); giving it implies https://
+  --cert F       a client certificate to present (mutual TLS) [CERTLEDGER_CERT]; then no
+  --key F        token is sent unless one is named explicitly [CERTLEDGER_KEY]
   --json         machine-readable output
 ";
+
+/// Where certd --tls keeps its identity CA (certd's default data directory).
+const DEFAULT_CA_FILE: &str = "./certledger-data/tls/ca.pem";
 
 /// A failure: usage (exit 2) or the server's status (exit 1).
 enum Failure {
@@ -228,7 +242,18 @@ async fn run(argv: Vec<String>) -> Result<(), Failure> {
             .ok()
             .filter(|s| !s.is_empty())
     });
-    let token = tokens::find_token(args.value("token-file")?)?;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let ca_file = args.value("ca-file")?.or_else(|| env("CERTLEDGER_CA_FILE"));
+    let identity = match (
+        args.value("cert")?.or_else(|| env("CERTLEDGER_CERT")),
+        args.value("key")?.or_else(|| env("CERTLEDGER_KEY")),
+    ) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => return Err(Failure::Usage("--cert needs --key".into())),
+        (None, Some(_)) => return Err(Failure::Usage("--key needs --cert".into())),
+    };
+    let token = tokens::find_token(args.value("token-file")?, identity.is_none())?;
     let Some(command) = args.next_positional() else {
         print!("{HELP}");
         return Ok(());
@@ -239,13 +264,24 @@ async fn run(argv: Vec<String>) -> Result<(), Failure> {
     }
     let server = if server.contains("://") {
         server
+    } else if ca_file.is_some() || identity.is_some() {
+        format!("https://{server}")
     } else {
         format!("http://{server}")
     };
-    let channel = Channel::from_shared(server.clone())
+    let mut endpoint = Channel::from_shared(server.clone())
         .map_err(|e| Failure::Usage(format!("--server {server:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
+        .connect_timeout(Duration::from_secs(5));
+    if server.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(tls_config(ca_file, identity)?)
+            .map_err(|e| Failure::Usage(format!("TLS for {server}: {e}")))?;
+    } else if identity.is_some() {
+        return Err(Failure::Usage(format!(
+            "--cert is presented over TLS only; {server} is plaintext (use https://)"
+        )));
+    }
+    let channel = endpoint.connect_lazy();
     let ctx = Ctx {
         channel,
         tenant,
@@ -278,8 +314,53 @@ async fn run(argv: Vec<String>) -> Result<(), Failure> {
                 status.message()
             ))))
         }
+        Err(Failure::Status(status))
+            if server.starts_with("http://")
+                && (status.message().contains("h2 protocol error")
+                    || status.message().contains("transport error")) =>
+        {
+            Err(Failure::Status(tonic::Status::new(
+                status.code(),
+                format!(
+                    "{server}: {} (if the server serves TLS, e.g. certd --tls, use --server https://… with --ca-file)",
+                    status.message()
+                ),
+            )))
+        }
         other => other,
     }
+}
+
+/// TLS to the server: trust `ca_file` (or certd's default identity CA), present the
+/// client certificate `identity` (certificate file, key file) if given.
+fn tls_config(
+    ca_file: Option<String>,
+    identity: Option<(String, String)>,
+) -> Result<tonic::transport::ClientTlsConfig, Failure> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |path: &str, what: &str| {
+        std::fs::read_to_string(path).map_err(|e| Failure::Usage(format!("{what} {path}: {e}")))
+    };
+    let ca_file = ca_file
+        .or_else(|| {
+            std::path::Path::new(DEFAULT_CA_FILE)
+                .exists()
+                .then(|| DEFAULT_CA_FILE.to_owned())
+        })
+        .ok_or_else(|| {
+            Failure::Usage(
+                "an https:// server needs --ca-file (CERTLEDGER_CA_FILE): the CA of its certificate, e.g. certd's <data-dir>/tls/ca.pem".into(),
+            )
+        })?;
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&ca_file, "--ca-file")?));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(
+            read(&cert, "--cert")?,
+            read(&key, "--key")?,
+        ));
+    }
+    Ok(tls)
 }
 
 fn key_algorithm(name: &str) -> Result<KeyAlgorithm, Failure> {

@@ -1,12 +1,13 @@
-//! `tokens` (create, list, revoke API tokens) and `whoami`; and where certctl finds its
-//! own token.
+//! `tokens` (create, list, revoke API tokens; obtain a client certificate for mutual
+//! TLS) and `whoami`; and where certctl finds its own token.
 
 use std::path::PathBuf;
 
 use certledger_domain::access::{parse_role, role_name};
 use certledger_proto::auth::v1::token_service_client::TokenServiceClient;
 use certledger_proto::auth::v1::{
-    CreateTokenRequest, ListTokensRequest, RevokeTokenRequest, Token, WhoAmIRequest,
+    CreateTokenRequest, IssueClientCertificateRequest, ListTokensRequest, RevokeTokenRequest,
+    Token, WhoAmIRequest,
 };
 use certledger_proto::common::v1::Role;
 use serde_json::{Value, json};
@@ -19,8 +20,12 @@ use crate::{Ctx, Failure, render};
 const DEFAULT_TOKEN_FILE: &str = "./certledger-data/admin.token";
 
 /// The token to send: `CERTLEDGER_TOKEN`, else the file `--token-file` /
-/// `CERTLEDGER_TOKEN_FILE` names, else certd's default token file if it exists.
-pub fn find_token(token_file: Option<String>) -> Result<Option<String>, Failure> {
+/// `CERTLEDGER_TOKEN_FILE` names, else (with `use_default`) certd's default token file if
+/// it exists.
+pub fn find_token(
+    token_file: Option<String>,
+    use_default: bool,
+) -> Result<Option<String>, Failure> {
     if let Some(token) = std::env::var("CERTLEDGER_TOKEN")
         .ok()
         .filter(|t| !t.trim().is_empty())
@@ -36,7 +41,7 @@ pub fn find_token(token_file: Option<String>) -> Result<Option<String>, Failure>
         Some(path) => PathBuf::from(path),
         None => {
             let default = PathBuf::from(DEFAULT_TOKEN_FILE);
-            if !default.exists() {
+            if !use_default || !default.exists() {
                 return Ok(None);
             }
             default
@@ -70,7 +75,104 @@ fn token_value(t: &Token) -> Value {
         "expires_at": t.expires_at.as_ref().map(|e| render::time(Some(e))),
         "revoked": t.revoked,
         "revoked_reason": t.revoked_reason,
+        "kind": if t.client_certificate.is_some() { "client-certificate" } else { "token" },
+        "client_certificate": t.client_certificate.as_ref().map(|c| json!({
+            "serial": c.serial,
+            "sha256_fingerprint": c.sha256_fingerprint,
+            "subject": c.subject,
+        })),
     })
+}
+
+/// The roles of `--role` options.
+fn roles(args: &mut Args) -> Result<Vec<i32>, Failure> {
+    args.values("role")?
+        .iter()
+        .map(|r| {
+            parse_role(r).map(|r| r as i32).ok_or_else(|| {
+                Failure::Usage(format!(
+                    "--role {r:?}: one of viewer, operator, security-officer, admin"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Writes `contents` to a new file `path` (refusing to overwrite one), mode 0600 when
+/// `secret`.
+fn write_new(path: &str, contents: &str, secret: bool) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(path)
+        .map_err(|e| Failure::Other(format!("creating {path}: {e}")))?;
+    file.write_all(contents.as_bytes())
+        .map_err(|e| Failure::Other(format!("writing {path}: {e}")))
+}
+
+/// `tokens client-cert NAME --role R… --cert-out F --key-out F [--ca-out F]`: a key
+/// generated here, a CSR sent, the certificate and key written.
+async fn client_cert(ctx: &Ctx, args: &mut Args) -> Result<(), Failure> {
+    let name = args.required_positional("certificate name")?;
+    let roles = roles(args)?;
+    let valid_days = args.parsed::<u32>("valid-days")?.unwrap_or(0);
+    let tenant = args.value("for-tenant")?.unwrap_or_default();
+    let cert_out = args
+        .value("cert-out")?
+        .ok_or_else(|| Failure::Usage("--cert-out FILE is required".into()))?;
+    let key_out = args
+        .value("key-out")?
+        .ok_or_else(|| Failure::Usage("--key-out FILE is required".into()))?;
+    let ca_out = args.value("ca-out")?;
+    args.finish()?;
+    for path in [Some(&cert_out), Some(&key_out), ca_out.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if std::path::Path::new(path).exists() {
+            return Err(Failure::Usage(format!(
+                "{path} exists; it is not overwritten"
+            )));
+        }
+    }
+    let key = rcgen::KeyPair::generate()
+        .map_err(|e| Failure::Other(format!("generating the key: {e}")))?;
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .and_then(|params| params.serialize_request(&key))
+        .and_then(|csr| csr.pem())
+        .map_err(|e| Failure::Other(format!("making the CSR: {e}")))?;
+    let issued = client(ctx)
+        .issue_client_certificate(ctx.request(IssueClientCertificateRequest {
+            name,
+            roles,
+            valid_days,
+            tenant,
+            csr_pem: csr,
+        })?)
+        .await?
+        .into_inner();
+    write_new(&key_out, &key.serialize_pem(), true)?;
+    write_new(&cert_out, &issued.certificate_pem, false)?;
+    if let Some(ca_out) = &ca_out {
+        write_new(ca_out, &issued.ca_certificate_pem, false)?;
+    }
+    let token = issued.token.unwrap_or_default();
+    if ctx.json {
+        let mut value = token_value(&token);
+        value["cert_file"] = Value::String(cert_out);
+        value["key_file"] = Value::String(key_out);
+        println!("{value}");
+    } else {
+        println!(
+            "client certificate {} ({}) written to {cert_out}, its key to {key_out} (0600); use them with --cert {cert_out} --key {key_out}",
+            token.token_id,
+            roles_text(&token.roles)
+        );
+    }
+    Ok(())
 }
 
 /// `tokens [list] | tokens create NAME --role R… [--valid-days N] | tokens revoke ID`.
@@ -108,17 +210,7 @@ pub async fn tokens(ctx: &Ctx, args: &mut Args) -> Result<(), Failure> {
         }
         Some("create") => {
             let name = args.required_positional("token name")?;
-            let roles = args
-                .values("role")?
-                .iter()
-                .map(|r| {
-                    parse_role(r).map(|r| r as i32).ok_or_else(|| {
-                        Failure::Usage(format!(
-                            "--role {r:?}: one of viewer, operator, security-officer, admin"
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let roles = roles(args)?;
             let valid_days = args.parsed::<u32>("valid-days")?.unwrap_or(0);
             let tenant = args.value("for-tenant")?.unwrap_or_default();
             args.finish()?;
@@ -162,12 +254,18 @@ pub async fn tokens(ctx: &Ctx, args: &mut Args) -> Result<(), Failure> {
             if ctx.json {
                 println!("{}", token_value(&token));
             } else {
-                println!("token {} revoked", token.token_id);
+                let kind = if token.client_certificate.is_some() {
+                    "client certificate"
+                } else {
+                    "token"
+                };
+                println!("{kind} {} revoked", token.token_id);
             }
             Ok(())
         }
+        Some("client-cert") => client_cert(ctx, args).await,
         Some(other) => Err(Failure::Usage(format!(
-            "tokens {other:?}: expected list, create or revoke"
+            "tokens {other:?}: expected list, create, revoke or client-cert"
         ))),
     }
 }

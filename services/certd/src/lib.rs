@@ -13,6 +13,13 @@
 //! and the revocation service's CRLs and OCSP responder on a third
 //! (`--revocation-http-listen`; certificates issued by an embedded certd name it).
 //!
+//! With `--tls`, gRPC is served over TLS: at first start certd creates its identity CA
+//! (`<data-dir>/tls/ca.pem`, key `ca-key.pem` mode 0600) and a server certificate for
+//! localhost, 127.0.0.1 and the `--tls-name`s, and reuses them afterwards; client
+//! certificates that CA issues (`TokenService.IssueClientCertificate`, `certctl tokens
+//! client-cert`) authenticate like tokens. Without `--tls` it serves plaintext (the
+//! default for the loopback laptop case).
+//!
 //! Deployment reads the keys of generated certificates from the issuance service's key
 //! store (`<data-dir>/keys`, shared in the process) and keeps webhook secrets in
 //! `--secrets-dir` (default `<data-dir>/deployment-secrets`).
@@ -42,9 +49,11 @@ use certledger_revocation::{
     IssuerSigner, OcspConfig, PublisherSettings, RevocationParts, RevocationSetup,
 };
 use certledger_runtime::auth::{AuthSettings, TOKEN_SERVICE_NAME, TokenApi};
+use certledger_runtime::clock::SharedClock;
 use certledger_runtime::config::{Args, ConfigError, Flag, Request, parse_request};
 use certledger_runtime::events::{open_log, open_source};
 use certledger_runtime::server::{GrpcServer, RunningService, ServeError};
+use certledger_runtime::tls::{TlsSettings, files as tls_files, prepare_identity_dir};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -67,6 +76,9 @@ pub const DEFAULT_REVOCATION_HTTP_LISTEN: &str = "127.0.0.1:8081";
 
 /// The webhook secrets directory of the deployment service, under the data directory.
 pub const SECRETS_SUBDIR: &str = "deployment-secrets";
+
+/// The identity CA and certd's own server certificate, under the data directory.
+pub const TLS_SUBDIR: &str = "tls";
 
 /// certd's own options; every other option of the issuance service is accepted too.
 pub const OWN_FLAGS: &[Flag] = &[
@@ -116,6 +128,18 @@ pub const OWN_FLAGS: &[Flag] = &[
         "how often active nginx deployments are probed for drift (e.g. 5m; 0 turns probing off)",
     )
     .default("5m"),
+    Flag::switch(
+        "tls",
+        "CERTLEDGER_TLS",
+        "serve gRPC over TLS with a server certificate from certd's identity CA (<data-dir>/tls/, created at first start) and accept client certificates that CA issues",
+    ),
+    Flag::repeated(
+        "tls-name",
+        "CERTLEDGER_TLS_NAME",
+        "with --tls: a DNS name or IP address for certd's server certificate besides localhost and 127.0.0.1",
+    ),
+    certledger_runtime::tls::IDENTITY_CA_CERT_FLAG,
+    certledger_runtime::tls::IDENTITY_CA_KEY_FLAG,
     Flag::switch(
         "allow-no-validation",
         "CERTLEDGER_ALLOW_NO_VALIDATION",
@@ -177,6 +201,12 @@ pub struct CertdConfig {
     pub issuance: IssuanceConfig,
     /// Renewal policies and the order service's expiry and auto-renew scheduler.
     pub renewal: RenewalSetup,
+    /// With TLS and no identity CA given: the directory where certd keeps its own
+    /// (created at first start) and the names of the server certificate it issues
+    /// itself (empty when `--tls-cert` gives one).
+    pub identity_dir: Option<(PathBuf, Vec<String>)>,
+    /// The time authentication checks expiry against (the system clock; tests move it).
+    pub auth_clock: SharedClock,
 }
 
 /// Parses `argv` (without the program name) with `env` as the environment.
@@ -245,6 +275,7 @@ pub fn configure(
     if auth.enabled && auth.bootstrap_token_file.is_none() {
         auth.bootstrap_token_file = Some(PathBuf::from(&data_dir).join(ADMIN_TOKEN_FILE));
     }
+    let identity_dir = tls_setup(&args, &mut auth, &PathBuf::from(&data_dir))?;
     let config = CertdConfig {
         auth,
         data_dir: PathBuf::from(&data_dir),
@@ -258,6 +289,8 @@ pub fn configure(
         drift_interval,
         issuance,
         renewal,
+        identity_dir,
+        auth_clock: certledger_runtime::clock::system(),
     };
     if check {
         // --check-config: everything above validated; say so and stop.
@@ -265,6 +298,94 @@ pub fn configure(
         return Ok(None);
     }
     Ok(Some(config))
+}
+
+/// Fills in the TLS of `auth` for `--tls` (certd's own identity CA and server
+/// certificate in `<data-dir>/tls`) and the identity CA that signs client certificates
+/// whenever TLS is on. Returns what [`start`] must prepare in the data directory.
+fn tls_setup(
+    args: &Args,
+    auth: &mut AuthSettings,
+    data_dir: &std::path::Path,
+) -> Result<Option<(PathBuf, Vec<String>)>, ConfigError> {
+    let asked = args.switch("tls")?;
+    let names: Vec<String> = args
+        .values("tls-name")
+        .iter()
+        .map(|n| n.trim().to_owned())
+        .collect();
+    if let Some(bad) = names
+        .iter()
+        .find(|n| n.parse::<std::net::IpAddr>().is_err() && !is_dns_name(n))
+    {
+        return Err(args.error(
+            "tls-name",
+            format!("{bad:?} is neither a DNS name nor an IP address"),
+        ));
+    }
+    if !asked && auth.tls.is_none() {
+        if !names.is_empty() {
+            return Err(args.error("tls-name", "needs --tls"));
+        }
+        return Ok(None);
+    }
+    if !auth.enabled {
+        return Err(args.error(
+            "tls",
+            "is served together with authentication; insecure-no-auth is set (development only, plaintext)",
+        ));
+    }
+    let dir = data_dir.join(TLS_SUBDIR);
+    let own_ca = auth.identity_ca.is_none();
+    if own_ca {
+        auth.identity_ca = Some((dir.join(tls_files::CA_CERT), dir.join(tls_files::CA_KEY)));
+    }
+    let mut generate = None;
+    match &mut auth.tls {
+        Some(tls) => {
+            if !names.is_empty() {
+                return Err(args.error(
+                    "tls-name",
+                    "names certd's own server certificate; --tls-cert gives another one",
+                ));
+            }
+            if tls.client_ca.is_none() {
+                tls.client_ca = auth.identity_ca.as_ref().map(|(cert, _)| cert.clone());
+            }
+            if own_ca {
+                generate = Some((dir, Vec::new()));
+            }
+        }
+        None => {
+            auth.tls = Some(TlsSettings {
+                cert: dir.join(tls_files::SERVER_CERT),
+                key: dir.join(tls_files::SERVER_KEY),
+                client_ca: auth.identity_ca.as_ref().map(|(cert, _)| cert.clone()),
+            });
+            if !own_ca {
+                return Err(args.error(
+                    "tls",
+                    "issues certd's server certificate from its own identity CA; with --identity-ca-cert give the server's with --tls-cert and --tls-key",
+                ));
+            }
+            generate = Some((dir, names));
+        }
+    }
+    Ok(generate)
+}
+
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 fn http_listen(args: &Args) -> Result<Option<SocketAddr>, ConfigError> {
@@ -287,6 +408,11 @@ impl Certd {
     /// The gRPC address (every service, health, reflection).
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc.addr()
+    }
+
+    /// `http://<grpc addr>`, or `https://` when it serves TLS.
+    pub fn grpc_url(&self) -> String {
+        self.grpc.url()
     }
 
     /// The dashboard's address, if served.
@@ -338,10 +464,18 @@ pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow:
     )
     .await
     .context("opening the event stream (--nats-url)")?;
+    if let Some((dir, names)) = &config.identity_dir {
+        prepare_identity_dir(dir, names, config.auth_clock.now()).with_context(|| {
+            format!(
+                "preparing the identity CA and server certificate in {}",
+                dir.display()
+            )
+        })?;
+    }
     let mut server = c.server.clone();
     server.auth = config
         .auth
-        .start(log.clone(), certledger_runtime::clock::system())
+        .start(log.clone(), config.auth_clock.clone())
         .await
         .context("starting authentication")?;
     let grpc = GrpcServer::bind(c.listen, server.clone())

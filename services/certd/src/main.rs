@@ -48,7 +48,7 @@ async fn run(config: CertdConfig) -> anyhow::Result<()> {
     println!("revocation on http://{}", certd.revocation_http_addr());
     let _ = std::io::stdout().flush();
     eprintln!("{}", banner(&config, &certd));
-    tracing::info!(%grpc, embedded = config.embedded, nats = config.issuance.nats_url.is_some(), "certd started");
+    tracing::info!(%grpc, tls = config.auth.tls.is_some(), embedded = config.embedded, nats = config.issuance.nats_url.is_some(), "certd started");
     certd.wait().await?;
     tracing::info!("certd stopped");
     Ok(())
@@ -103,6 +103,20 @@ fn banner(config: &CertdConfig, certd: &certledger_certd::Certd) -> String {
         )),
         (true, None) => out.push_str("  auth:        API tokens\n"),
     }
+    out.push_str(&format!("  TLS:         {}\n", config.auth.describe_tls()));
+    if let Some(tls) = &config.auth.tls {
+        out.push_str(&format!(
+            "               server certificate {}\n",
+            tls.cert.display()
+        ));
+        if let Some((ca, _)) = &config.auth.identity_ca {
+            out.push_str(&format!(
+                "               identity CA {} (certctl --ca-file; client certificates:\n               \
+                 certctl tokens client-cert NAME --role ROLE)\n",
+                ca.display()
+            ));
+        }
+    }
     if config.issuance.issuer.allow_no_validation {
         out.push_str(
             "\n  NOTE: validation method `none` is allowed: this is a laptop CA that signs any name\n  \
@@ -110,10 +124,16 @@ fn banner(config: &CertdConfig, certd: &certledger_certd::Certd) -> String {
              --allow-no-validation=false.\n",
         );
     }
-    let server = if grpc.to_string() == certledger_certd::DEFAULT_LISTEN {
-        String::new()
-    } else {
-        format!(" --server http://{grpc}")
+    let server = match (&config.auth.tls, &config.auth.identity_ca) {
+        (Some(_), Some((ca, _))) => {
+            format!(" --server {} --ca-file {}", certd.grpc_url(), ca.display())
+        }
+        (Some(_), None) => format!(
+            " --server {} --ca-file <CA of --tls-cert>",
+            certd.grpc_url()
+        ),
+        (None, _) if grpc.to_string() == certledger_certd::DEFAULT_LISTEN => String::new(),
+        (None, _) => format!(" --server {}", certd.grpc_url()),
     };
     out.push_str(&format!(
         "\nNext, in another terminal:\n  \

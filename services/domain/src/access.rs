@@ -1,13 +1,15 @@
-//! Access control, pure: what each role may do, and the API tokens of a tenant (the
-//! aggregate on stream `tokens-<tenant>`: created, revoked). Checking a presented token
-//! against the folded registry is [`TokenRegistry::check`]; hashing and transport are the
-//! service kit's.
+//! Access control, pure: what each role may do, and the credentials of a tenant (the
+//! aggregate on stream `tokens-<tenant>`: API tokens created, client certificates issued,
+//! either revoked; one id space). Checking a presented token against the folded registry
+//! is [`TokenRegistry::check`], a presented client certificate
+//! [`TokenRegistry::check_certificate`]; hashing, signing and transport are the service
+//! kit's.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use certledger_proto::common::v1::Role;
 use certledger_proto::events::v1::token_event::Event as TokenEvent;
-use certledger_proto::events::v1::{TokenCreated, TokenRevoked};
+use certledger_proto::events::v1::{ClientCertificateIssued, TokenCreated, TokenRevoked};
 use chrono::{DateTime, Utc};
 
 use crate::error::DomainError;
@@ -131,6 +133,20 @@ pub struct TokenRecord {
     pub expires_at: Option<DateTime<Utc>>,
     /// Why it was revoked, once it is.
     pub revoked: Option<String>,
+    /// Set when the credential is a client certificate (then `secret_sha256` is empty
+    /// and `expires_at` is its not-after).
+    pub client_certificate: Option<ClientCertificateInfo>,
+}
+
+/// What the registry knows of a client certificate (never its key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificateInfo {
+    /// Lower-case hex serial number.
+    pub serial: String,
+    /// Lower-case hex SHA-256 of the DER certificate.
+    pub sha256_fingerprint: String,
+    /// The subject, e.g. `CN=deploy,O=acme`.
+    pub subject: String,
 }
 
 /// The tokens of one tenant.
@@ -165,16 +181,45 @@ impl TokenRegistry {
         let token = self
             .tokens
             .get(token_id)
+            .filter(|t| t.client_certificate.is_none())
             .filter(|t| constant_time_eq(t.secret_sha256.as_bytes(), secret_sha256.as_bytes()))
             .ok_or(TokenRefusal::Unknown)?;
-        if let Some(reason) = &token.revoked {
-            return Err(TokenRefusal::Revoked(reason.clone()));
-        }
-        if let Some(at) = token.expires_at.filter(|at| now >= *at) {
-            return Err(TokenRefusal::Expired(at));
-        }
-        Ok(token)
+        usable(token, now)
     }
+
+    /// The client certificate credential `credential_id` if the presented certificate's
+    /// SHA-256 is `sha256_fingerprint` and it is neither revoked nor expired at `now`.
+    pub fn check_certificate(
+        &self,
+        credential_id: &str,
+        sha256_fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<&TokenRecord, TokenRefusal> {
+        let record = self
+            .tokens
+            .get(credential_id)
+            .filter(|t| {
+                t.client_certificate.as_ref().is_some_and(|c| {
+                    constant_time_eq(
+                        c.sha256_fingerprint.as_bytes(),
+                        sha256_fingerprint.as_bytes(),
+                    )
+                })
+            })
+            .ok_or(TokenRefusal::Unknown)?;
+        usable(record, now)
+    }
+}
+
+/// `record` unless revoked or expired at `now`.
+fn usable(record: &TokenRecord, now: DateTime<Utc>) -> Result<&TokenRecord, TokenRefusal> {
+    if let Some(reason) = &record.revoked {
+        return Err(TokenRefusal::Revoked(reason.clone()));
+    }
+    if let Some(at) = record.expires_at.filter(|at| now >= *at) {
+        return Err(TokenRefusal::Expired(at));
+    }
+    Ok(record)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -207,6 +252,23 @@ pub struct RevokeToken {
     pub reason: String,
 }
 
+/// Record a client certificate the identity CA signed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordClientCertificate {
+    /// The credential id (carried in the certificate).
+    pub token_id: String,
+    /// What it is for.
+    pub name: String,
+    /// Its roles (at least one).
+    pub roles: Vec<Role>,
+    /// What the registry keeps of the certificate.
+    pub certificate: ClientCertificateInfo,
+    /// The current time.
+    pub now: DateTime<Utc>,
+    /// The certificate's not-after (after `now`).
+    pub not_after: DateTime<Utc>,
+}
+
 /// A command on a tenant's tokens.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TokenCommand {
@@ -214,6 +276,37 @@ pub enum TokenCommand {
     Create(CreateToken),
     /// See [`RevokeToken`].
     Revoke(RevokeToken),
+    /// See [`RecordClientCertificate`].
+    RecordClientCertificate(RecordClientCertificate),
+}
+
+/// The checks a new credential's id, name and roles pass, whatever its kind.
+fn validate_new_credential(
+    state: &TokenRegistry,
+    token_id: &str,
+    name: &str,
+    roles: &[Role],
+) -> Result<(), DomainError> {
+    validate::id("token_id", token_id)?;
+    validate::text("name", name, true)?;
+    if name.chars().count() > MAX_TOKEN_NAME_LEN {
+        return Err(DomainError::invalid(
+            "name",
+            format!("is longer than {MAX_TOKEN_NAME_LEN} characters"),
+        ));
+    }
+    if roles.is_empty() || roles.contains(&Role::Unspecified) {
+        return Err(DomainError::invalid(
+            "roles",
+            "name at least one role: viewer, operator, security-officer or admin",
+        ));
+    }
+    if state.tokens.contains_key(token_id) {
+        return Err(DomainError::already_exists(format!(
+            "token {token_id} already exists"
+        )));
+    }
+    Ok(())
 }
 
 /// Decides a token command.
@@ -223,30 +316,11 @@ pub fn decide_token(
 ) -> Result<Vec<TokenEvent>, DomainError> {
     match command {
         TokenCommand::Create(c) => {
-            validate::id("token_id", &c.token_id)?;
-            validate::text("name", &c.name, true)?;
-            if c.name.chars().count() > MAX_TOKEN_NAME_LEN {
-                return Err(DomainError::invalid(
-                    "name",
-                    format!("is longer than {MAX_TOKEN_NAME_LEN} characters"),
-                ));
-            }
-            if c.roles.is_empty() || c.roles.contains(&Role::Unspecified) {
-                return Err(DomainError::invalid(
-                    "roles",
-                    "name at least one role: viewer, operator, security-officer or admin",
-                ));
-            }
             validate::sha256_hex("secret_sha256", &c.secret_sha256)?;
             if c.expires_at.is_some_and(|at| at <= c.now) {
                 return Err(DomainError::invalid("expires_at", "must be in the future"));
             }
-            if state.tokens.contains_key(&c.token_id) {
-                return Err(DomainError::already_exists(format!(
-                    "token {} already exists",
-                    c.token_id
-                )));
-            }
+            validate_new_credential(state, &c.token_id, &c.name, &c.roles)?;
             Ok(vec![TokenEvent::TokenCreated(TokenCreated {
                 token_id: c.token_id.clone(),
                 name: c.name.clone(),
@@ -255,6 +329,30 @@ pub fn decide_token(
                 created_at: Some(to_timestamp(c.now)),
                 expires_at: c.expires_at.map(to_timestamp),
             })])
+        }
+        TokenCommand::RecordClientCertificate(c) => {
+            validate::sha256_hex("sha256_fingerprint", &c.certificate.sha256_fingerprint)?;
+            if c.certificate.serial.is_empty()
+                || !c.certificate.serial.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(DomainError::invalid("serial", "must be hex digits"));
+            }
+            if c.not_after <= c.now {
+                return Err(DomainError::invalid("not_after", "must be in the future"));
+            }
+            validate_new_credential(state, &c.token_id, &c.name, &c.roles)?;
+            Ok(vec![TokenEvent::ClientCertificateIssued(
+                ClientCertificateIssued {
+                    token_id: c.token_id.clone(),
+                    name: c.name.clone(),
+                    roles: c.roles.iter().map(|r| *r as i32).collect(),
+                    serial: c.certificate.serial.clone(),
+                    sha256_fingerprint: c.certificate.sha256_fingerprint.clone(),
+                    subject: c.certificate.subject.clone(),
+                    created_at: Some(to_timestamp(c.now)),
+                    not_after: Some(to_timestamp(c.not_after)),
+                },
+            )])
         }
         TokenCommand::Revoke(c) => {
             validate::text("reason", &c.reason, false)?;
@@ -278,24 +376,47 @@ pub fn decide_token(
 /// Applies one token event.
 pub fn evolve_token(mut state: TokenRegistry, event: &TokenEvent) -> TokenRegistry {
     state.version += 1;
+    let at = |ts: Option<&prost_types::Timestamp>| ts.and_then(from_timestamp);
+    let roles = |roles: &[i32]| -> BTreeSet<Role> {
+        roles
+            .iter()
+            .filter_map(|r| Role::try_from(*r).ok())
+            .filter(|r| *r != Role::Unspecified)
+            .collect()
+    };
     match event {
         TokenEvent::TokenCreated(e) => {
-            let at = |ts: Option<&prost_types::Timestamp>| ts.and_then(from_timestamp);
             state.tokens.insert(
                 e.token_id.clone(),
                 TokenRecord {
                     token_id: e.token_id.clone(),
                     name: e.name.clone(),
-                    roles: e
-                        .roles
-                        .iter()
-                        .filter_map(|r| Role::try_from(*r).ok())
-                        .filter(|r| *r != Role::Unspecified)
-                        .collect(),
+                    roles: roles(&e.roles),
                     secret_sha256: e.secret_sha256.clone(),
                     created_at: at(e.created_at.as_ref()).unwrap_or(DateTime::UNIX_EPOCH),
                     expires_at: at(e.expires_at.as_ref()),
                     revoked: None,
+                    client_certificate: None,
+                },
+            );
+        }
+        TokenEvent::ClientCertificateIssued(e) => {
+            state.tokens.insert(
+                e.token_id.clone(),
+                TokenRecord {
+                    token_id: e.token_id.clone(),
+                    name: e.name.clone(),
+                    roles: roles(&e.roles),
+                    secret_sha256: String::new(),
+                    created_at: at(e.created_at.as_ref()).unwrap_or(DateTime::UNIX_EPOCH),
+                    // A certificate always expires; a missing time refuses it.
+                    expires_at: Some(at(e.not_after.as_ref()).unwrap_or(DateTime::UNIX_EPOCH)),
+                    revoked: None,
+                    client_certificate: Some(ClientCertificateInfo {
+                        serial: e.serial.clone(),
+                        sha256_fingerprint: e.sha256_fingerprint.clone(),
+                        subject: e.subject.clone(),
+                    }),
                 },
             );
         }
@@ -368,6 +489,50 @@ mod tests {
             Err(TokenRefusal::Revoked("leaked".into()))
         );
         assert!(decide_token(&revoke, &state).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_client_certificate_works_until_revoked_or_expired() {
+        let now = Utc::now();
+        let record = TokenCommand::RecordClientCertificate(RecordClientCertificate {
+            token_id: "c1".into(),
+            name: "web-1".into(),
+            roles: vec![Role::Viewer],
+            certificate: ClientCertificateInfo {
+                serial: "0a1b".into(),
+                sha256_fingerprint: hash(0xcd),
+                subject: "CN=web-1,O=acme".into(),
+            },
+            now,
+            not_after: now + chrono::TimeDelta::days(1),
+        });
+        let events = decide_token(&record, &TokenRegistry::default()).unwrap();
+        let state = events.iter().fold(TokenRegistry::default(), evolve_token);
+        assert!(state.check_certificate("c1", &hash(0xcd), now).is_ok());
+        assert_eq!(
+            state.check_certificate("c1", &hash(0xce), now),
+            Err(TokenRefusal::Unknown)
+        );
+        // A certificate is no bearer token, even with an empty secret.
+        assert_eq!(state.check("c1", "", now), Err(TokenRefusal::Unknown));
+        assert!(matches!(
+            state.check_certificate("c1", &hash(0xcd), now + chrono::TimeDelta::days(2)),
+            Err(TokenRefusal::Expired(_))
+        ));
+        let revoke = TokenCommand::Revoke(RevokeToken {
+            token_id: "c1".into(),
+            reason: "laptop lost".into(),
+        });
+        let state = decide_token(&revoke, &state)
+            .unwrap()
+            .iter()
+            .fold(state, evolve_token);
+        assert_eq!(
+            state.check_certificate("c1", &hash(0xcd), now),
+            Err(TokenRefusal::Revoked("laptop lost".into()))
+        );
+        let e = decide_token(&record, &state).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::AlreadyExists);
     }
 
     #[test]

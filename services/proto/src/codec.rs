@@ -122,7 +122,13 @@ codec!(TargetEvent, target_event, TargetRegistered, TargetRemoved);
 
 codec!(CrlEvent, crl_event, CrlPublished);
 
-codec!(TokenEvent, token_event, TokenCreated, TokenRevoked);
+codec!(
+    TokenEvent,
+    token_event,
+    TokenCreated,
+    TokenRevoked,
+    ClientCertificateIssued
+);
 
 #[cfg(test)]
 mod tests {

@@ -26,6 +26,7 @@ pub mod server;
 pub mod status;
 pub mod telemetry;
 pub mod tenant;
+pub mod tls;
 
 pub use clock::{Clock, SharedClock};
 pub use context::CallContext;

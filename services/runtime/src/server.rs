@@ -5,7 +5,9 @@
 //!   caller does its start-up checks — database reachable, CA loaded — before that), then
 //!   `SERVING`; on shutdown `NOT_SERVING` again before the drain begins;
 //! * server reflection (`grpc.reflection.v1`) over certledger's descriptors and health's;
-//! * authentication and the per-RPC policy ([`crate::auth`]) when configured;
+//! * authentication and the per-RPC policy ([`crate::auth`]) when configured, and TLS
+//!   (mutual, with client certificates optional) when the authenticator holds TLS
+//!   material ([`crate::tls`]);
 //! * a request size limit: a request message larger than the limit is refused with
 //!   `RESOURCE_EXHAUSTED` as soon as its length prefix arrives (nothing is buffered);
 //! * graceful shutdown on a [`CancellationToken`] (see [`cancel_on_signals`] for
@@ -57,7 +59,8 @@ pub struct ServerOptions {
     /// How long running calls may take to finish after shutdown begins.
     pub drain_timeout: Duration,
     /// Who may call (see [`crate::auth`]); `None`: everyone, as `anonymous` in the
-    /// tenant the `x-certledger-tenant` header names.
+    /// tenant the `x-certledger-tenant` header names. When it holds TLS material
+    /// ([`Authenticator::server_tls`]) the server speaks TLS only.
     pub auth: Option<Arc<Authenticator>>,
 }
 
@@ -127,6 +130,14 @@ impl GrpcServer {
         self.local_addr
     }
 
+    /// Whether it serves TLS.
+    pub fn tls(&self) -> bool {
+        self.options
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.server_tls().is_some())
+    }
+
     /// The health reporter (e.g. to report `NOT_SERVING` while a dependency is down).
     pub fn health(&self) -> HealthReporter {
         self.health.clone()
@@ -173,7 +184,11 @@ impl GrpcServer {
                 tracing::info!(%local_addr, "shutting down: health is NOT_SERVING, draining running calls");
             }
         };
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = options.auth.as_ref().and_then(|a| a.server_tls()) {
+            builder = builder.tls_config(tls.config())?;
+        }
+        let server = builder
             .layer(limit_layer)
             .layer(AuthLayer::new(options.auth.clone()))
             .add_routes(routes)
@@ -369,6 +384,7 @@ mod tests {
 #[derive(Debug)]
 pub struct RunningService {
     addr: SocketAddr,
+    tls: bool,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), ServeError>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -384,6 +400,7 @@ impl RunningService {
         tasks: Vec<tokio::task::JoinHandle<()>>,
     ) -> Self {
         let addr = server.local_addr();
+        let tls = server.tls();
         let names: Vec<String> = services.iter().map(|s| (*s).to_owned()).collect();
         let token = shutdown.clone();
         let server = tokio::spawn(async move {
@@ -392,6 +409,7 @@ impl RunningService {
         });
         Self {
             addr,
+            tls,
             shutdown,
             server,
             tasks,
@@ -403,9 +421,10 @@ impl RunningService {
         self.addr
     }
 
-    /// `http://<addr>`, for clients.
+    /// `http://<addr>`, or `https://<addr>` over TLS, for clients.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The token that stops the service.

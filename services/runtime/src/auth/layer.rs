@@ -1,5 +1,6 @@
-//! The tower layer in front of every service: authenticate, check the method's
-//! permission, hand the [`Principal`] to the service in the request's extensions.
+//! The tower layer in front of every service: authenticate (bearer token, or the TLS
+//! client certificate of the connection), check the method's permission, hand the
+//! [`Principal`] to the service in the request's extensions.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::task::{Context, Poll};
 
 use tonic::Status;
 use tonic::body::Body;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::{Authenticator, is_public, method_permission};
 
@@ -70,9 +72,17 @@ where
         // The ready service handles this call; a clone waits for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        // The client certificate of a mutual TLS connection, if one was presented.
+        let peer = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs);
         Box::pin(async move {
             let path = request.uri().path().to_owned();
-            let principal = match auth.authenticate(request.headers()).await {
+            let principal = match auth
+                .authenticate_peer(request.headers(), peer.as_deref().map(Vec::as_slice))
+                .await
+            {
                 Ok(principal) => principal,
                 Err(status) => return Ok(status.into_http()),
             };

@@ -1,10 +1,11 @@
-//! Access control: who is calling ([`Principal`], from a bearer API token checked by the
-//! [`Authenticator`]), what each RPC needs ([`POLICY`]), and the tower layer that refuses
+//! Access control: who is calling ([`Principal`], from a bearer API token or a TLS client
+//! certificate checked by the [`Authenticator`]), what each RPC needs ([`POLICY`]), and the tower layer that refuses
 //! a call before it reaches a service ([`AuthLayer`]): no or bad credentials are
 //! `UNAUTHENTICATED`, a missing permission is `PERMISSION_DENIED` naming it. Health and
 //! reflection stay public. A service reads the caller from the request
 //! ([`CallContext`](crate::CallContext) does), so the tenant comes from the credentials,
-//! and the actor recorded in every event is the token (`token:<id>`).
+//! and the actor recorded in every event is the credential (`token:<id>`, or `cert:<id>`
+//! for a client certificate).
 //!
 //! Without an authenticator (the explicit `--insecure-no-auth` mode, and in-process
 //! tests) every call passes as [`ANONYMOUS`](crate::context::ANONYMOUS) in the tenant of
@@ -24,12 +25,15 @@ use tonic::Status;
 pub use layer::AuthLayer;
 pub use service::{TOKEN_SERVICE_NAME, TokenApi};
 pub use settings::{AuthSettings, BOOTSTRAP_TOKEN_FLAG, NO_AUTH_FLAG};
-pub use tokens::{Authenticator, BearerToken, TOKEN_PREFIX, bootstrap_token_file};
+pub use tokens::{
+    Authenticator, BearerToken, ClientCertificateRequest, PeerCertificates, TOKEN_PREFIX,
+    bootstrap_token_file,
+};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// Who acts, as recorded in events: `token:<id>`.
+    /// Who acts, as recorded in events: `token:<id>` or `cert:<id>`.
     pub actor: String,
     /// The tenant the caller acts within.
     pub tenant: String,
@@ -183,6 +187,10 @@ pub const POLICY: &[(&str, Permission)] = &[
     ),
     (
         "/certledger.auth.v1.TokenService/RevokeToken",
+        Permission::ManageTokens,
+    ),
+    (
+        "/certledger.auth.v1.TokenService/IssueClientCertificate",
         Permission::ManageTokens,
     ),
     ("/certledger.auth.v1.TokenService/WhoAmI", Permission::Read),

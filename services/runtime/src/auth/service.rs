@@ -1,5 +1,6 @@
 //! `certledger.auth.v1.TokenService`: create (the secret shown once), list and revoke the
-//! API tokens of the caller's tenant, and who-am-I.
+//! API tokens of the caller's tenant, issue client certificates (mutual TLS) from CSRs,
+//! and who-am-I.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use certledger_proto::common::v1::Role;
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
-use super::Authenticator;
+use super::{Authenticator, ClientCertificateRequest};
 use crate::context::CallContext;
 use crate::convert::timestamp;
 use crate::status;
@@ -19,8 +20,11 @@ use crate::tenant::{DEFAULT_TENANT, validate_tenant};
 /// The full gRPC name of the service.
 pub const TOKEN_SERVICE_NAME: &str = <TokenServiceServer<TokenApi> as NamedService>::NAME;
 
-/// Most days a token may be valid for.
+/// Most days a token or client certificate may be valid for.
 const MAX_VALID_DAYS: u32 = 3650;
+
+/// Days a client certificate is valid for when the request says 0.
+const DEFAULT_CERTIFICATE_DAYS: u32 = 365;
 
 /// The token service over an [`Authenticator`].
 #[derive(Debug, Clone)]
@@ -50,7 +54,33 @@ fn token(tenant: &str, record: &TokenRecord) -> api::Token {
         expires_at: record.expires_at.map(timestamp),
         revoked: record.revoked.is_some(),
         revoked_reason: record.revoked.clone().unwrap_or_default(),
+        client_certificate: record
+            .client_certificate
+            .as_ref()
+            .map(|c| api::ClientCertificate {
+                serial: c.serial.clone(),
+                sha256_fingerprint: c.sha256_fingerprint.clone(),
+                subject: c.subject.clone(),
+            }),
     }
+}
+
+/// The roles of a request, each named (`INVALID_ARGUMENT` naming `roles[i]` otherwise).
+fn roles(raw: &[i32]) -> Result<Vec<Role>, Status> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Role::try_from(*r)
+                .ok()
+                .filter(|r| *r != Role::Unspecified)
+                .ok_or_else(|| {
+                    status::invalid_argument(
+                        &format!("roles[{i}]"),
+                        format!("{r} is not a role: viewer, operator, security-officer or admin"),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn tenant(ctx: &CallContext) -> &str {
@@ -83,24 +113,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<api::CreateTokenResponse>, Status> {
         let ctx = CallContext::from_request(&request)?;
         let request = request.into_inner();
-        let roles = request
-            .roles
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                Role::try_from(*r)
-                    .ok()
-                    .filter(|r| *r != Role::Unspecified)
-                    .ok_or_else(|| {
-                        status::invalid_argument(
-                            &format!("roles[{i}]"),
-                            format!(
-                                "{r} is not a role: viewer, operator, security-officer or admin"
-                            ),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let roles = roles(&request.roles)?;
         if request.valid_days > MAX_VALID_DAYS {
             return Err(status::invalid_argument(
                 "valid_days",
@@ -158,6 +171,55 @@ impl TokenService for TokenApi {
             .ok_or_else(|| Status::not_found(format!("token {} not found", request.token_id)))?;
         tracing::info!(token_id = %request.token_id, tenant, actor = %ctx.actor, "API token revoked");
         Ok(Response::new(token(tenant, record)))
+    }
+
+    async fn issue_client_certificate(
+        &self,
+        request: Request<api::IssueClientCertificateRequest>,
+    ) -> Result<Response<api::IssueClientCertificateResponse>, Status> {
+        let ctx = CallContext::from_request(&request)?;
+        let request = request.into_inner();
+        let roles = roles(&request.roles)?;
+        let valid_days = match request.valid_days {
+            0 => DEFAULT_CERTIFICATE_DAYS,
+            days if days > MAX_VALID_DAYS => {
+                return Err(status::invalid_argument(
+                    "valid_days",
+                    format!("at most {MAX_VALID_DAYS} days (0: {DEFAULT_CERTIFICATE_DAYS})"),
+                ));
+            }
+            days => days,
+        };
+        if request.csr_pem.trim().is_empty() {
+            return Err(status::invalid_argument(
+                "csr_pem",
+                "is required: a PEM PKCS#10 request for the key you generated (certctl tokens client-cert does it)",
+            ));
+        }
+        let tenant = &target_tenant(&ctx, &request.tenant)?;
+        let (record, signed) = self
+            .auth
+            .issue_client_certificate(
+                tenant,
+                ClientCertificateRequest {
+                    name: &request.name,
+                    roles,
+                    valid_days,
+                    csr_pem: &request.csr_pem,
+                },
+                &ctx.metadata(tenant),
+            )
+            .await?;
+        tracing::info!(credential_id = %record.token_id, serial = %signed.serial, tenant, actor = %ctx.actor, "client certificate issued");
+        Ok(Response::new(api::IssueClientCertificateResponse {
+            token: Some(token(tenant, &record)),
+            certificate_pem: signed.pem,
+            ca_certificate_pem: self
+                .auth
+                .identity_ca()
+                .map(|ca| ca.certificate_pem().to_owned())
+                .unwrap_or_default(),
+        }))
     }
 
     async fn who_am_i(

@@ -1,5 +1,6 @@
-//! The authentication options every binary takes, and turning them into an
-//! [`Authenticator`] once the event log is open.
+//! The authentication options every binary takes (with TLS: the server certificate,
+//! the client CA of mutual TLS, the identity CA that issues client certificates), and
+//! turning them into an [`Authenticator`] once the event log is open.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +11,9 @@ use super::{Authenticator, bootstrap_token_file};
 use crate::clock::SharedClock;
 use crate::config::{Args, ConfigError, Flag};
 use crate::tenant::DEFAULT_TENANT;
+use crate::tls::{
+    IDENTITY_CA_CERT_FLAG, IDENTITY_CA_KEY_FLAG, IdentityCa, TLS_CERT_FLAG, TlsSettings,
+};
 
 /// `--insecure-no-auth`.
 pub const NO_AUTH_FLAG: Flag = Flag::switch(
@@ -32,6 +36,11 @@ pub struct AuthSettings {
     pub enabled: bool,
     /// Where to write the first token, if it is not there yet.
     pub bootstrap_token_file: Option<PathBuf>,
+    /// Serve TLS (mutual when it names a client CA); `None`: plaintext.
+    pub tls: Option<TlsSettings>,
+    /// The identity CA (certificate, key) that signs client certificates; `None`:
+    /// `IssueClientCertificate` is refused with `FAILED_PRECONDITION`.
+    pub identity_ca: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for AuthSettings {
@@ -39,13 +48,15 @@ impl Default for AuthSettings {
         Self {
             enabled: true,
             bootstrap_token_file: None,
+            tls: None,
+            identity_ca: None,
         }
     }
 }
 
 impl AuthSettings {
     /// From [`NO_AUTH_FLAG`] and [`BOOTSTRAP_TOKEN_FLAG`] (both must be in the binary's
-    /// flags).
+    /// flags), and the TLS and identity CA flags of [`crate::tls`] the binary has.
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
         let enabled = !args.switch(NO_AUTH_FLAG.name)?;
         let bootstrap_token_file = args.value(BOOTSTRAP_TOKEN_FLAG.name).map(PathBuf::from);
@@ -55,10 +66,58 @@ impl AuthSettings {
                 "makes no sense without authentication (insecure-no-auth is set)",
             ));
         }
+        let tls = TlsSettings::from_args(args)?;
+        if !enabled && tls.is_some() {
+            return Err(args.error(
+                TLS_CERT_FLAG.name,
+                "is served together with authentication; insecure-no-auth is set (development only, plaintext)",
+            ));
+        }
+        let path = |flag: &Flag| {
+            args.value(flag.name)
+                .filter(|v| !v.trim().is_empty())
+                .map(PathBuf::from)
+        };
+        let identity_ca = match (path(&IDENTITY_CA_CERT_FLAG), path(&IDENTITY_CA_KEY_FLAG)) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(args.error(
+                    IDENTITY_CA_KEY_FLAG.name,
+                    "is required with --identity-ca-cert",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(args.error(
+                    IDENTITY_CA_CERT_FLAG.name,
+                    "is required with --identity-ca-key",
+                ));
+            }
+        };
+        if !enabled && identity_ca.is_some() {
+            return Err(args.error(
+                IDENTITY_CA_CERT_FLAG.name,
+                "makes no sense without authentication (insecure-no-auth is set)",
+            ));
+        }
         Ok(Self {
             enabled,
             bootstrap_token_file,
+            tls,
+            identity_ca,
         })
+    }
+
+    /// What the banner says about transport security, e.g. `TLS with client
+    /// certificates`.
+    pub fn describe_tls(&self) -> &'static str {
+        match &self.tls {
+            None => "off (plaintext)",
+            Some(t) if t.client_ca.is_some() => {
+                "on, with client certificates (mutual TLS) or bearer tokens"
+            }
+            Some(_) => "on (server certificate only)",
+        }
     }
 
     /// The authenticator over `log` (`None` when disabled), after writing the bootstrap
@@ -74,7 +133,25 @@ impl AuthSettings {
             );
             return Ok(None);
         }
-        let auth = Authenticator::new(log, clock);
+        use anyhow::Context;
+        let tls = match &self.tls {
+            Some(settings) => Some(
+                settings
+                    .load()
+                    .context("loading the TLS material (--tls-*)")?,
+            ),
+            None => None,
+        };
+        let identity_ca = match &self.identity_ca {
+            Some((cert, key)) => Some(
+                IdentityCa::load(cert, key).context("loading the identity CA (--identity-ca-*)")?,
+            ),
+            None => None,
+        };
+        if let Some(tls) = &tls {
+            tracing::info!(mutual = tls.mutual(), "serving TLS");
+        }
+        let auth = Authenticator::with_tls(log, clock, tls, identity_ca);
         if let Some(path) = &self.bootstrap_token_file
             && bootstrap_token_file(&auth, path, DEFAULT_TENANT).await?
         {

@@ -1,12 +1,16 @@
 //! API tokens: the bearer credential `clt.<tenant>.<token id>.<secret>`; the tenant's
 //! token registry (stream `tokens-<tenant>`, only the secret's SHA-256 recorded), read on
-//! every call so that a revoked token stops working at once on every replica.
+//! every call so that a revoked token stops working at once on every replica. Client
+//! certificates (mutual TLS) are credentials of the same registry: the presented
+//! certificate names its tenant and credential id (SAN URI), and its SHA-256 must be the
+//! one recorded when the identity CA signed it.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use certledger_domain::access::{
-    CreateToken, TokenCommand, TokenRecord, TokenRefusal, TokenRegistry, decide_token, evolve_token,
+    ClientCertificateInfo, CreateToken, RecordClientCertificate, TokenCommand, TokenRecord,
+    TokenRefusal, TokenRegistry, decide_token, evolve_token,
 };
 use certledger_domain::time::instant;
 use certledger_eventlog::{AppendError, EventLog, ExpectedVersion, Metadata};
@@ -20,6 +24,10 @@ use tonic::Status;
 use super::Principal;
 use crate::clock::SharedClock;
 use crate::repository::{DEFAULT_MAX_ATTEMPTS, RepositoryError, encode_events};
+use crate::tls::{ClientSubject, IdentityCa, ServerTls, SignedClientCertificate, peer_certificate};
+
+/// A presented TLS client certificate chain (leaf first), as tonic hands it over.
+pub type PeerCertificates = [rustls::pki_types::CertificateDer<'static>];
 
 /// The first part of every token.
 pub const TOKEN_PREFIX: &str = "clt";
@@ -94,10 +102,24 @@ fn unauthenticated(message: impl Into<String>) -> Status {
     Status::unauthenticated(message.into())
 }
 
-/// Checks bearer tokens against the tenants' registries, and changes them.
+/// `UNAUTHENTICATED` for a credential (`what` `id`) the registry refuses; `unknown` is
+/// the message when it does not know it.
+fn refused(what: &str, id: &str, refusal: TokenRefusal, unknown: &str) -> Status {
+    unauthenticated(match refusal {
+        TokenRefusal::Unknown => unknown.to_owned(),
+        TokenRefusal::Revoked(reason) if reason.is_empty() => format!("{what} {id} was revoked"),
+        TokenRefusal::Revoked(reason) => format!("{what} {id} was revoked: {reason}"),
+        TokenRefusal::Expired(at) => format!("{what} {id} expired at {}", instant(at)),
+    })
+}
+
+/// Checks bearer tokens and client certificates against the tenants' registries, and
+/// changes them; holds the server's TLS material and the identity CA, if any.
 pub struct Authenticator {
     log: Arc<dyn EventLog>,
     clock: SharedClock,
+    tls: Option<ServerTls>,
+    identity_ca: Option<IdentityCa>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -107,17 +129,61 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator over the registries in `log`.
+    /// An authenticator over the registries in `log` (plaintext, no identity CA).
     pub fn new(log: Arc<dyn EventLog>, clock: SharedClock) -> Arc<Self> {
-        Arc::new(Self { log, clock })
+        Self::with_tls(log, clock, None, None)
+    }
+
+    /// An authenticator whose server serves `tls` (if any) and which issues client
+    /// certificates with `identity_ca` (if any).
+    pub fn with_tls(
+        log: Arc<dyn EventLog>,
+        clock: SharedClock,
+        tls: Option<ServerTls>,
+        identity_ca: Option<IdentityCa>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            log,
+            clock,
+            tls,
+            identity_ca,
+        })
+    }
+
+    /// The TLS the server serves, if any.
+    pub fn server_tls(&self) -> Option<&ServerTls> {
+        self.tls.as_ref()
+    }
+
+    /// The identity CA, if this server issues client certificates.
+    pub fn identity_ca(&self) -> Option<&IdentityCa> {
+        self.identity_ca.as_ref()
     }
 
     /// The caller of a request with these headers: `UNAUTHENTICATED` without a valid
     /// `authorization: Bearer <token>`.
     pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, Status> {
+        self.authenticate_peer(headers, None).await
+    }
+
+    /// The caller of a request with these headers and TLS client certificate:
+    /// `UNAUTHENTICATED` without a valid `authorization: Bearer <token>` or client
+    /// certificate. A bearer token, when sent, is what counts.
+    pub async fn authenticate_peer(
+        &self,
+        headers: &http::HeaderMap,
+        peer: Option<&PeerCertificates>,
+    ) -> Result<Principal, Status> {
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            if let Some(leaf) = peer.and_then(<[_]>::first) {
+                return self.authenticate_certificate(leaf).await;
+            }
             return Err(unauthenticated(
-                "no credentials: send `authorization: Bearer <token>` (certctl: --token or CERTLEDGER_TOKEN)",
+                if self.tls.as_ref().is_some_and(ServerTls::mutual) {
+                    "no credentials: send `authorization: Bearer <token>` (certctl: --token-file or CERTLEDGER_TOKEN) or present a client certificate (certctl: --cert and --key)"
+                } else {
+                    "no credentials: send `authorization: Bearer <token>` (certctl: --token-file or CERTLEDGER_TOKEN)"
+                },
             ));
         };
         let raw = value
@@ -134,30 +200,107 @@ impl Authenticator {
             ))
         })?;
         let registry = self.registry(&token.tenant).await.map_err(Status::from)?;
-        match registry.check(&token.token_id, &token.secret_sha256(), self.clock.now()) {
-            Ok(record) => Ok(Principal {
-                actor: format!("token:{}", record.token_id),
-                tenant: token.tenant,
-                roles: record.roles.clone(),
-            }),
-            Err(TokenRefusal::Unknown) => Err(unauthenticated(
-                "the token is not known, or its secret is wrong",
-            )),
-            Err(TokenRefusal::Revoked(reason)) => Err(unauthenticated(format!(
-                "token {} was revoked{}",
-                token.token_id,
-                if reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {reason}")
-                }
-            ))),
-            Err(TokenRefusal::Expired(at)) => Err(unauthenticated(format!(
-                "token {} expired at {}",
-                token.token_id,
-                instant(at)
-            ))),
+        let record = registry
+            .check(&token.token_id, &token.secret_sha256(), self.clock.now())
+            .map_err(|refusal| {
+                refused(
+                    "token",
+                    &token.token_id,
+                    refusal,
+                    "the token is not known, or its secret is wrong",
+                )
+            })?;
+        Ok(Principal {
+            actor: format!("token:{}", record.token_id),
+            tenant: token.tenant,
+            roles: record.roles.clone(),
+        })
+    }
+
+    /// The caller presenting client certificate `leaf` (its chain to the client CA and its
+    /// validity period were checked by the TLS handshake): the credential its SAN URI
+    /// names, if the registry holds this very certificate (SHA-256), unrevoked and
+    /// unexpired by this server's clock.
+    async fn authenticate_certificate(&self, leaf: &[u8]) -> Result<Principal, Status> {
+        let peer = peer_certificate(leaf).map_err(unauthenticated)?;
+        let id = &peer.credential_id;
+        crate::tenant::validate_tenant(&peer.tenant).map_err(|why| {
+            unauthenticated(format!(
+                "client certificate {id} names the tenant {:?}, which {why}",
+                peer.tenant
+            ))
+        })?;
+        let now = self.clock.now();
+        let unknown = format!(
+            "client certificate {id} is not a credential of tenant {}: unknown, or not the certificate issued under that id",
+            peer.tenant
+        );
+        if now >= peer.not_after {
+            let expired = TokenRefusal::Expired(peer.not_after);
+            return Err(refused("client certificate", id, expired, &unknown));
         }
+        let registry = self.registry(&peer.tenant).await.map_err(Status::from)?;
+        let record = registry
+            .check_certificate(id, &peer.sha256_fingerprint, now)
+            .map_err(|refusal| refused("client certificate", id, refusal, &unknown))?;
+        Ok(Principal {
+            actor: format!("cert:{}", record.token_id),
+            tenant: peer.tenant,
+            roles: record.roles.clone(),
+        })
+    }
+
+    /// Signs a client certificate for the key of `csr_pem` with the identity CA and
+    /// records it in `tenant`'s registry: the credential, and the certificate. The
+    /// certificate is signed before it is recorded; one whose record fails is never
+    /// handed out, and would be refused anyway (the registry does not know it).
+    pub async fn issue_client_certificate(
+        &self,
+        tenant: &str,
+        request: ClientCertificateRequest<'_>,
+        metadata: &Metadata,
+    ) -> Result<(TokenRecord, SignedClientCertificate), Status> {
+        let Some(ca) = &self.identity_ca else {
+            return Err(Status::failed_precondition(
+                "this server has no identity CA to sign client certificates: start certd with --tls, or give the service --identity-ca-cert and --identity-ca-key",
+            ));
+        };
+        let credential_id = uuid::Uuid::now_v7().simple().to_string();
+        let now = self.clock.now();
+        let not_after = now + TimeDelta::days(i64::from(request.valid_days));
+        let signed = ca
+            .sign_client(
+                request.csr_pem,
+                ClientSubject {
+                    tenant,
+                    credential_id: &credential_id,
+                    name: request.name,
+                },
+                now,
+                not_after,
+            )
+            .map_err(|e| crate::status::invalid_argument("csr_pem", e.to_string()))?;
+        let command = TokenCommand::RecordClientCertificate(RecordClientCertificate {
+            token_id: credential_id.clone(),
+            name: request.name.to_owned(),
+            roles: request.roles,
+            certificate: ClientCertificateInfo {
+                serial: signed.serial.clone(),
+                sha256_fingerprint: signed.sha256_fingerprint.clone(),
+                subject: signed.subject.clone(),
+            },
+            now,
+            not_after: signed.not_after,
+        });
+        let registry = self.execute(tenant, metadata, &command).await?;
+        let record = registry
+            .tokens
+            .get(&credential_id)
+            .cloned()
+            .ok_or_else(|| {
+                Status::internal("the issued client certificate is not in the registry")
+            })?;
+        Ok((record, signed))
     }
 
     /// The tokens of `tenant`, folded from its stream.
@@ -243,6 +386,19 @@ impl Authenticator {
             })?;
         Ok((record, token))
     }
+}
+
+/// What a client certificate is asked for with.
+#[derive(Debug, Clone)]
+pub struct ClientCertificateRequest<'a> {
+    /// What it is for (its common name).
+    pub name: &'a str,
+    /// Its roles.
+    pub roles: Vec<Role>,
+    /// Days it is valid for.
+    pub valid_days: u32,
+    /// The caller's PKCS#10 request (PEM).
+    pub csr_pem: &'a str,
 }
 
 /// Creates an all-roles token for `tenant` and writes it to `path` (mode 0600) unless
