@@ -43,7 +43,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ProjectionError;
 use crate::model::{ReadModel, stream_kind};
-use crate::rows::{clear_model, set_checkpoint, stream_version, write_stream};
+use crate::rows::{
+    clear_model, set_checkpoint, set_stream_versions, stream_versions, write_stream,
+};
 use crate::store::{ProjectionStore, lock_checkpoints, on, tx_commit};
 use crate::view::{Decoded, RowPolicy, StreamView, decode};
 
@@ -358,14 +360,16 @@ impl Projector {
                 finished,
             }
         };
-        loop {
-            let events = self.log.read_all(position, self.config.batch_size).await?;
-            let Some(last) = events.last().map(|e| e.position) else {
-                break;
-            };
-            self.apply_batch(&events, models, Mode::CatchUp, cache)
-                .await?;
+        let mut events = self.log.read_all(position, self.config.batch_size).await?;
+        while let Some(last) = events.last().map(|e| e.position) {
+            // The next page is read while this one is written.
+            let (applied, next) = tokio::join!(
+                self.apply_batch(&events, models, Mode::CatchUp, cache),
+                self.log.read_all(last, self.config.batch_size)
+            );
+            applied?;
             done += events.len() as u64;
+            events = next?;
             position = last;
             if position > head {
                 head = self.log.head_position().await?;
@@ -588,16 +592,20 @@ impl Projector {
         let mut writes = 0u64;
         let mut inventory_written: Vec<usize> = Vec::new();
         for cp in &checkpoints {
-            for (i, t) in touched.iter().enumerate() {
-                let (kind, _) = stream_kind(&t.stream_id);
-                if !cp.model.reads(kind) {
-                    continue;
-                }
-                if mode == Mode::CatchUp && t.last_position <= cp.position {
-                    continue;
-                }
-                let reflected = stream_version(&mut tx, cp.model, &t.stream_id, &what).await?;
-                if t.view.version() <= reflected {
+            let due: Vec<usize> = (0..touched.len())
+                .filter(|&i| {
+                    let t = &touched[i];
+                    cp.model.reads(stream_kind(&t.stream_id).0)
+                        && !(mode == Mode::CatchUp && t.last_position <= cp.position)
+                })
+                .collect();
+            let ids: Vec<&str> = due.iter().map(|&i| touched[i].stream_id.as_str()).collect();
+            let reflected = stream_versions(&mut tx, cp.model, &ids, &what).await?;
+            let mut written: Vec<(&str, u64)> = Vec::with_capacity(due.len());
+            for i in due {
+                let t = &touched[i];
+                let was = reflected.get(&t.stream_id).copied().unwrap_or(0);
+                if t.view.version() <= was {
                     continue;
                 }
                 write_stream(
@@ -605,16 +613,18 @@ impl Projector {
                     cp.model,
                     &t.stream_id,
                     &t.view,
-                    reflected,
+                    was,
                     &self.policy,
                     &what,
                 )
                 .await?;
-                writes += 1;
+                written.push((&t.stream_id, t.view.version()));
                 if cp.model == ReadModel::Inventory {
                     inventory_written.push(i);
                 }
             }
+            set_stream_versions(&mut tx, cp.model, &written, &what).await?;
+            writes += written.len() as u64;
             let advance = !(mode == Mode::Live && cp.rebuilding);
             if advance && highest > cp.position {
                 set_checkpoint(&mut tx, cp.model, highest, cp.rebuilding, &what).await?;

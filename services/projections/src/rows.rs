@@ -1,5 +1,9 @@
 //! Reading and writing read-model rows. The same SQL runs on PostgreSQL and SQLite.
 
+use std::collections::HashMap;
+
+use sqlx::AssertSqlSafe;
+
 use crate::error::ProjectionError;
 use crate::model::{
     CrlPublicationRow, DeploymentRow, ExpiryRow, InventoryRow, ReadModel, RevocationRow, TargetRow,
@@ -87,53 +91,92 @@ fn parse_list(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
-/// The stream version a read model reflects (0: none).
-pub(crate) async fn stream_version(
-    tx: &mut Tx,
-    model: ReadModel,
-    stream_id: &str,
-    what: &str,
-) -> Result<u64, ProjectionError> {
-    let version = on!(tx, c => {
-        let row = sqlx::query("SELECT version FROM projection_streams WHERE model = $1 AND stream_id = $2")
-            .bind(model.name())
-            .bind(stream_id)
-            .fetch_optional(&mut *c)
-            .await;
-        row.and_then(|r| r.map(|r| r.int("version")).transpose())
-    })
-    .map_err(ProjectionError::db(format!(
-        "{what}: read {} version of {stream_id}",
-        model.name()
-    )))?;
-    Ok(version.map(to_u64).unwrap_or(0))
+/// Streams per statement when reading or writing stream versions (far below either
+/// database's limit on bound parameters).
+const VERSIONS_PER_STATEMENT: usize = 300;
+
+/// `($first, $first+1, …)` for `n` rows of `width` parameters each.
+fn placeholders(rows: usize, width: usize, first: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = (0..width)
+                .map(|c| format!("${}", first + r * width + c))
+                .collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-async fn set_stream_version(
+/// The stream versions a read model reflects, for every stream in `stream_ids` it has
+/// seen (absent: none), in one statement per few hundred streams.
+pub(crate) async fn stream_versions(
     tx: &mut Tx,
     model: ReadModel,
-    stream_id: &str,
-    version: u64,
+    stream_ids: &[&str],
+    what: &str,
+) -> Result<HashMap<String, u64>, ProjectionError> {
+    let mut versions = HashMap::with_capacity(stream_ids.len());
+    for chunk in stream_ids.chunks(VERSIONS_PER_STATEMENT) {
+        let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT stream_id, version FROM projection_streams WHERE model = $1 AND stream_id IN ({})",
+            list.join(", ")
+        );
+        let rows = on!(tx, c => {
+            let mut q = sqlx::query(AssertSqlSafe(sql.clone())).bind(model.name());
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            let rows = q.fetch_all(&mut *c).await;
+            rows.and_then(|rows| {
+                rows.iter()
+                    .map(|r| Ok((r.text("stream_id")?, to_u64(r.int("version")?))))
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            })
+        })
+        .map_err(ProjectionError::db(format!(
+            "{what}: read {} versions of {} streams",
+            model.name(),
+            chunk.len()
+        )))?;
+        versions.extend(rows);
+    }
+    Ok(versions)
+}
+
+/// Records the stream versions a read model now reflects.
+pub(crate) async fn set_stream_versions(
+    tx: &mut Tx,
+    model: ReadModel,
+    versions: &[(&str, u64)],
     what: &str,
 ) -> Result<(), ProjectionError> {
-    on!(tx, c => sqlx::query(
-        "INSERT INTO projection_streams (model, stream_id, version) VALUES ($1, $2, $3) \
-         ON CONFLICT (model, stream_id) DO UPDATE SET version = excluded.version",
-    )
-    .bind(model.name())
-    .bind(stream_id)
-    .bind(to_i64(version))
-    .execute(&mut *c)
-    .await.map(|r| r.rows_affected()))
-    .map(|_| ())
-    .map_err(ProjectionError::db(format!(
-        "{what}: save {} version of {stream_id}",
-        model.name()
-    )))
+    for chunk in versions.chunks(VERSIONS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO projection_streams (model, stream_id, version) VALUES {} \
+             ON CONFLICT (model, stream_id) DO UPDATE SET version = excluded.version",
+            placeholders(chunk.len(), 3, 1)
+        );
+        on!(tx, c => {
+            let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
+            for (id, version) in chunk {
+                q = q.bind(model.name()).bind(*id).bind(to_i64(*version));
+            }
+            q.execute(&mut *c).await.map(|r| r.rows_affected())
+        })
+        .map_err(ProjectionError::db(format!(
+            "{what}: save {} versions of {} streams",
+            model.name(),
+            chunk.len()
+        )))?;
+    }
+    Ok(())
 }
 
-/// Writes the rows of `model` for one stream from its view (which is newer than the
-/// `reflected` version), and records the version.
+/// Writes the rows of `model` for one stream from its view, which is newer than the
+/// `reflected` version (the caller records the new version). At version 0 the model has
+/// no rows of the stream, so there is nothing to delete.
 pub(crate) async fn write_stream(
     tx: &mut Tx,
     model: ReadModel,
@@ -147,18 +190,22 @@ pub(crate) async fn write_stream(
     match (model, view) {
         (ReadModel::Inventory, StreamView::Certificate(v)) => match v.inventory_row() {
             Some(r) => upsert_inventory(tx, &r).await.map_err(ctx("inventory"))?,
-            None => {
-                delete_by_certificate(tx, "DELETE FROM inventory WHERE certificate_id = $1", &v.id)
-                    .await
-                    .map_err(ctx("inventory"))?
-            }
+            None => delete_rows(
+                tx,
+                reflected,
+                "DELETE FROM inventory WHERE certificate_id = $1",
+                &v.id,
+            )
+            .await
+            .map_err(ctx("inventory"))?,
         },
         (ReadModel::ExpiryCalendar, StreamView::Certificate(v)) => match v.expiry_row(policy) {
             Some(r) => upsert_expiry(tx, &r)
                 .await
                 .map_err(ctx("expiry_calendar"))?,
-            None => delete_by_certificate(
+            None => delete_rows(
                 tx,
+                reflected,
                 "DELETE FROM expiry_calendar WHERE certificate_id = $1",
                 &v.id,
             )
@@ -166,8 +213,9 @@ pub(crate) async fn write_stream(
             .map_err(ctx("expiry_calendar"))?,
         },
         (ReadModel::Deployments, StreamView::Certificate(v)) => {
-            delete_by_certificate(
+            delete_rows(
                 tx,
+                reflected,
                 "DELETE FROM deployments WHERE certificate_id = $1",
                 &v.id,
             )
@@ -181,16 +229,22 @@ pub(crate) async fn write_stream(
         }
         (ReadModel::Deployments, StreamView::Target(v)) => match v.target_row() {
             Some(r) => upsert_target(tx, &r).await.map_err(ctx("targets"))?,
-            None => delete_by_certificate(tx, "DELETE FROM targets WHERE target_id = $1", &v.id)
-                .await
-                .map_err(ctx("targets"))?,
+            None => delete_rows(
+                tx,
+                reflected,
+                "DELETE FROM targets WHERE target_id = $1",
+                &v.id,
+            )
+            .await
+            .map_err(ctx("targets"))?,
         },
         (ReadModel::Revocations, StreamView::Certificate(v)) => match v.revocation_row() {
             Some(r) => upsert_revocation(tx, &r)
                 .await
                 .map_err(ctx("revocations"))?,
-            None => delete_by_certificate(
+            None => delete_rows(
                 tx,
+                reflected,
                 "DELETE FROM revocations WHERE certificate_id = $1",
                 &v.id,
             )
@@ -208,14 +262,19 @@ pub(crate) async fn write_stream(
         // Streams a model does not read: nothing to write.
         _ => {}
     }
-    set_stream_version(tx, model, stream_id, view.version(), what).await
+    Ok(())
 }
 
-async fn delete_by_certificate(
+/// Deletes a stream's rows, unless the model has never written any (`reflected` 0).
+async fn delete_rows(
     tx: &mut Tx,
+    reflected: u64,
     sql: &'static str,
     id: &str,
 ) -> Result<(), sqlx::Error> {
+    if reflected == 0 {
+        return Ok(());
+    }
     on!(tx, c => sqlx::query(sql).bind(id).execute(&mut *c).await.map(|r| r.rows_affected()))
         .map(|_| ())
 }
