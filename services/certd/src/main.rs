@@ -1,5 +1,5 @@
 //! `certd`: every certledger service in one process (see the library docs). Prints
-//! `listening on <grpc addr>`, with the dashboard `listening on http://<addr>`, then
+//! `listening on <grpc addr>`, with the dashboard `listening on http(s)://<addr>`, then
 //! `revocation on http://<addr>` (CRLs and OCSP) on stdout; what to do next and the logs
 //! go to stderr. Stops on SIGINT/SIGTERM.
 
@@ -42,8 +42,13 @@ async fn run(config: CertdConfig) -> anyhow::Result<()> {
     let certd = start(&config, shutdown).await?;
     let grpc = certd.grpc_addr();
     println!("listening on {grpc}");
+    let scheme = if config.auth.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     if let Some(http) = certd.http_addr() {
-        println!("listening on http://{http}");
+        println!("listening on {scheme}://{http}");
     }
     println!("revocation on http://{}", certd.revocation_http_addr());
     let _ = std::io::stdout().flush();
@@ -77,9 +82,14 @@ fn banner(config: &CertdConfig, certd: &certledger_certd::Certd) -> String {
         "  gRPC:        {grpc} (OrderService, IssuanceService, DeploymentService,\n               \
          RevocationService, CertificateQueryService, TokenService, health, reflection)\n"
     ));
+    let scheme = if config.auth.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     if let Some(http) = certd.http_addr() {
         out.push_str(&format!(
-            "  dashboard:   http://{http}/  (JSON under /api/, Prometheus /metrics)\n"
+            "  dashboard:   {scheme}://{http}/  (sign in with a token; JSON under /api/, Prometheus /metrics)\n"
         ));
     }
     let revocation = certd.revocation_http_addr();

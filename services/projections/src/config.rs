@@ -74,6 +74,9 @@ pub const FLAGS: &[Flag] = &[
     .default("10s"),
     certledger_runtime::auth::NO_AUTH_FLAG,
     certledger_runtime::auth::BOOTSTRAP_TOKEN_FLAG,
+    certledger_runtime::tls::TLS_CERT_FLAG,
+    certledger_runtime::tls::TLS_KEY_FLAG,
+    certledger_runtime::tls::TLS_CLIENT_CA_FLAG,
 ];
 
 /// The validated configuration.

@@ -5,7 +5,9 @@
 //! but `/healthz`, `/readyz` and `/login` needs an API token with the `read` permission:
 //! `authorization: Bearer <token>` (scripts, Prometheus) or the HttpOnly cookie that
 //! signing in on `/login` sets (browsers). The tenant is then the token's; `/metrics`
-//! covers every tenant and so needs a token of the platform tenant `default`.
+//! covers every tenant and so needs a token of the platform tenant `default`. When the
+//! authenticator holds the server's TLS identity (`--tls-cert`/`--tls-key`), the HTTP
+//! side speaks HTTPS with it too.
 //!
 //! Without authentication (`--insecure-no-auth`) the tenant comes from the
 //! `x-certledger-tenant` header (default `default`); the pages also accept `?tenant=` so
@@ -147,11 +149,20 @@ impl HttpServer {
                 tracing::warn!(%error, "reading the log head at startup failed; /readyz will retry")
             }
         }
+        // HTTPS with the gRPC servers' certificate when they have one.
+        let tls = state
+            .auth
+            .as_ref()
+            .and_then(|a| a.server_tls())
+            .map(|t| t.https_config())
+            .transpose()
+            .map_err(io::Error::other)?
+            .map(tokio_rustls::TlsAcceptor::from);
         let router = router(state);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let local = listener.local_addr()?;
-        tracing::info!(%local, "projections HTTP server listening");
+        tracing::info!(%local, tls = tls.is_some(), "projections HTTP server listening");
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -170,9 +181,36 @@ impl HttpServer {
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)
                 .max_buf_size(64 * 1024);
-            let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            let watcher = graceful.watcher();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                let served = match tls {
+                    None => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(stream), service))
+                            .await
+                    }
+                    Some(tls) => {
+                        let handshake =
+                            tokio::time::timeout(header_read_timeout, tls.accept(stream)).await;
+                        match handshake {
+                            Ok(Ok(stream)) => {
+                                watcher
+                                    .watch(builder.serve_connection(TokioIo::new(stream), service))
+                                    .await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = served {
                     tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
                 }
             });
@@ -366,10 +404,16 @@ async fn login(State(s): State<Arc<AppState>>, body: axum::body::Bytes) -> Respo
     if let Err(status) = principal.require(Permission::Read) {
         return html_page(StatusCode::FORBIDDEN, html::login(Some(status.message())));
     }
+    // Over HTTPS the browser must never send it in the clear.
+    let secure = if auth.server_tls().is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
     redirect(
         "/",
         Some(format!(
-            "{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+            "{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}"
         )),
     )
 }

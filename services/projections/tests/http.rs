@@ -14,6 +14,7 @@ use certledger_eventlog::Metadata;
 use certledger_projections::{HttpConfig, HttpServer};
 use certledger_proto::common::v1::Role;
 use certledger_runtime::auth::Authenticator;
+use certledger_runtime::tls::{IdentityCa, ServerTls};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -815,6 +816,84 @@ async fn every_route_but_health_and_sign_in_needs_a_token() -> anyhow::Result<()
     shutdown.cancel();
     task.await??;
     running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_servers_tls_identity_the_http_side_speaks_https() -> anyhow::Result<()> {
+    let db = TestDb::sqlite().await?;
+    let now = chrono::Utc::now();
+    let (ca_pem, ca_key) = IdentityCa::generate("test identity CA", now)?;
+    let (cert, key) = IdentityCa::from_pem(&ca_pem, &ca_key)?
+        .issue_server(&["localhost".into(), "127.0.0.1".into()], now)?;
+    let auth = Authenticator::with_tls(
+        db.log.clone(),
+        certledger_runtime::clock::system(),
+        Some(ServerTls::from_pem(cert, key, None)?),
+        None,
+    );
+    let admin = Metadata {
+        tenant: TENANT.into(),
+        correlation_id: None,
+        causation_id: None,
+        actor: "test".into(),
+        trace_context: None,
+    };
+    let (_, token) = auth
+        .create(TENANT, "reader", vec![Role::Viewer], 30, &admin)
+        .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(
+        HttpServer::new(db.store.clone(), db.log.clone(), HttpConfig::default())
+            .with_auth(Some(auth))
+            .serve(listener, shutdown.clone().cancelled_owned()),
+    );
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("ca.pem"), &ca_pem)?;
+
+    // openssl verifies the server's chain to the CA and reads the JSON API through it.
+    let mut child = tokio::process::Command::new("openssl")
+        .current_dir(dir.path())
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-CAfile",
+            "ca.pem",
+            "-verify_return_error",
+            "-verify_ip",
+            "127.0.0.1",
+            "-ign_eof",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let request = format!(
+        "GET /api/targets HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        token.expose()
+    );
+    let mut stdin = child.stdin.take().context("stdin")?;
+    stdin.write_all(request.as_bytes()).await?;
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .context("openssl s_client timed out")??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("Verify return code: 0 (ok)"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("HTTP/1.1 200"), "{stdout}\n{stderr}");
+    // Plain HTTP gets no answer.
+    assert!(get(port, "/healthz", &[]).await.is_err());
+
+    shutdown.cancel();
+    task.await??;
     Ok(())
 }
 

@@ -18,6 +18,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -220,6 +221,23 @@ impl ServerTls {
                 .client_auth_optional(true),
             None => config,
         }
+    }
+
+    /// A rustls configuration for HTTPS (HTTP/1.1) with this identity and no client
+    /// certificates: the dashboard and JSON API authenticate with tokens.
+    pub fn https_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        install_crypto_provider();
+        let certs = parse_certificates(&self.cert_pem)?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|_| anyhow::anyhow!("the TLS key file holds no PEM private key"))?;
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| {
+                anyhow::anyhow!("the TLS certificate and key do not make a server identity: {e}")
+            })?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
     }
 }
 
