@@ -15,7 +15,8 @@
 //! Request signatures are accepted but not verified (nothing here needs the requestor's
 //! identity).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -569,11 +570,21 @@ impl OcspResponse {
     }
 }
 
+/// Signed responses kept for reuse, at most (the map is emptied when full).
+const REUSE_CAPACITY: usize = 100_000;
+
 /// The OCSP responder of one issuing CA.
+///
+/// A response to a request without a nonce is kept and served again to the same request
+/// (RFC 5019's pre-produced responses) while it is younger than a quarter of its validity
+/// and every serial it answers still has the status it says: a revocation is answered at
+/// once, and signing — the responder's main cost — happens about once per serial and
+/// quarter validity instead of once per request.
 pub struct Responder {
     issuer: Arc<IssuerSigner>,
     source: Arc<dyn StatusSource>,
     config: OcspConfig,
+    reuse: RwLock<HashMap<Vec<u8>, OcspResponse>>,
 }
 
 impl std::fmt::Debug for Responder {
@@ -622,6 +633,7 @@ impl Responder {
             issuer,
             source,
             config,
+            reuse: RwLock::new(HashMap::new()),
         })
     }
 
@@ -683,6 +695,57 @@ impl Responder {
 
     /// Answers a parsed request at time `now`.
     pub fn answer(&self, request: &OcspRequest, now: OffsetDateTime) -> OcspResponse {
+        let mut answers = Vec::with_capacity(request.cert_ids.len());
+        for cert_id in &request.cert_ids {
+            match self.status_of(cert_id) {
+                Ok(a) => answers.push(a),
+                Err(response) => return response,
+            }
+        }
+        if request.nonce_extension.is_some() {
+            return self.sign(request, answers, now);
+        }
+        let key: Vec<u8> = request
+            .cert_ids
+            .iter()
+            .flat_map(|c| c.raw.iter().copied())
+            .collect();
+        if let Some(kept) = self.reusable(&key, &answers, now) {
+            return kept;
+        }
+        let response = self.sign(request, answers, now);
+        if response.status == OcspResponseStatus::Successful {
+            let mut reuse = self.reuse.write().unwrap_or_else(|p| p.into_inner());
+            if reuse.len() >= REUSE_CAPACITY {
+                reuse.clear();
+            }
+            reuse.insert(key, response.clone());
+        }
+        response
+    }
+
+    /// The kept response to the request with CertIDs `key`, if it is young enough and
+    /// still says `answers`.
+    fn reusable(
+        &self,
+        key: &[u8],
+        answers: &[Answer],
+        now: OffsetDateTime,
+    ) -> Option<OcspResponse> {
+        let reuse = self.reuse.read().unwrap_or_else(|p| p.into_inner());
+        let kept = reuse.get(key)?;
+        let produced = kept.this_update?;
+        let fresh = now >= produced && now < produced + self.config.validity / 4;
+        (fresh && kept.answers == answers).then(|| kept.clone())
+    }
+
+    /// Signs a response saying `answers` to `request`, produced at `now`.
+    fn sign(
+        &self,
+        request: &OcspRequest,
+        answers: Vec<Answer>,
+        now: OffsetDateTime,
+    ) -> OcspResponse {
         let this_update = whole_seconds_utc(now);
         let next_update = this_update + self.config.validity;
         let this_update_der = der::generalized_time(this_update);
@@ -691,13 +754,8 @@ impl Responder {
             &[&der::generalized_time(next_update)],
         );
 
-        let mut answers = Vec::with_capacity(request.cert_ids.len());
         let mut responses = Vec::new();
-        for cert_id in &request.cert_ids {
-            let answer = match self.status_of(cert_id) {
-                Ok(a) => a,
-                Err(response) => return response,
-            };
+        for (cert_id, answer) in request.cert_ids.iter().zip(&answers) {
             // SingleResponse ::= SEQUENCE { certID, certStatus, thisUpdate, nextUpdate [0] EXPLICIT }
             responses.extend(der::sequence(&[
                 &cert_id.raw,
@@ -705,7 +763,6 @@ impl Responder {
                 &this_update_der,
                 &next_update_der,
             ]));
-            answers.push(answer);
         }
 
         // ResponderID byKey [2] EXPLICIT KeyHash (SHA-1 of the CA's subjectPublicKey bits)

@@ -344,3 +344,88 @@ fn slow_clients_are_disconnected_and_others_still_served() {
     let resp = http(server.addr, "GET", "/healthz", None, &[]);
     assert_eq!(resp.status, 200);
 }
+
+/// The DER request `openssl ocsp` would send for `leaf` (with or without a nonce).
+fn request_der(ca: &TestCa, leaf: &Path, nonce: bool, name: &str) -> Vec<u8> {
+    let out = ca.path(name);
+    let mut cmd = openssl();
+    cmd.arg("ocsp")
+        .arg("-issuer")
+        .arg(&ca.intermediate_pem)
+        .arg("-cert")
+        .arg(leaf)
+        .arg("-reqout")
+        .arg(&out);
+    if !nonce {
+        cmd.arg("-no_nonce");
+    }
+    run_ok(&mut cmd);
+    std::fs::read(&out).expect("read request")
+}
+
+#[test]
+fn signed_answers_are_reused_only_while_fresh_nonce_free_and_still_true() {
+    let ca = TestCa::new("OCSP reuse");
+    let source = std::sync::Arc::new(certledger_revocation::MemoryStatusSource::new());
+    let responder = certledger_revocation::Responder::new(
+        ca.signer.clone(),
+        source.clone(),
+        certledger_revocation::OcspConfig::default(),
+    )
+    .expect("responder");
+    let (leaf, leaf_pem) = ca.issue("leaf");
+    source.record_issued(leaf.serial.clone());
+    let plain = request_der(&ca, &leaf_pem, false, "plain.der");
+    let with_nonce = request_der(&ca, &leaf_pem, true, "nonce.der");
+    let t0 = OffsetDateTime::now_utc();
+    let minute = Duration::minutes(1);
+
+    // Without a nonce, the same request a minute later gets the very response signed first
+    // (its thisUpdate says so: a new signature would carry the later time).
+    let first = responder.respond(&plain, t0);
+    assert_eq!(first.status, OcspResponseStatus::Successful);
+    let again = responder.respond(&plain, t0 + minute);
+    assert_eq!(again.der, first.der);
+    // With a nonce it is signed for this request every time.
+    let nonced = responder.respond(&with_nonce, t0 + minute);
+    assert_ne!(nonced.der, first.der);
+    assert_eq!(nonced.this_update, Some(whole(t0 + minute)));
+
+    // A revocation is answered at once, not after the kept response ages out.
+    source.record_revoked(leaf.serial.clone(), t0, RevocationReason::KeyCompromise);
+    let revoked = responder.respond(&plain, t0 + minute * 2);
+    assert_ne!(revoked.der, first.der);
+    assert!(matches!(
+        revoked.answers[0].status,
+        certledger_revocation::CertStatus::Revoked { .. }
+    ));
+    write(&ca.path("revoked.der"), &revoked.der);
+    let out = run_ok(
+        openssl()
+            .args(["ocsp", "-respin"])
+            .arg(ca.path("revoked.der"))
+            .arg("-issuer")
+            .arg(&ca.intermediate_pem)
+            .arg("-cert")
+            .arg(&leaf_pem)
+            .arg("-CAfile")
+            .arg(&ca.chain_pem)
+            .arg("-no_nonce"),
+    );
+    assert!(
+        out.contains("revoked") && out.contains("Response verify OK"),
+        "{out}"
+    );
+
+    // Past a quarter of the validity (12 h by default) the answer is signed anew.
+    let kept = responder.respond(&plain, t0 + minute * 3);
+    assert_eq!(kept.der, revoked.der);
+    let later = t0 + minute * 2 + Duration::hours(3);
+    let renewed = responder.respond(&plain, later);
+    assert_ne!(renewed.der, revoked.der);
+    assert_eq!(renewed.this_update, Some(whole(later)));
+}
+
+fn whole(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(0).expect("whole seconds")
+}
