@@ -15,6 +15,11 @@
 //!    next attempt (exponential backoff) until the attempts run out, then the order fails;
 //! 4. on `ValidationPassed`: prepare the certificate, record `IssuanceIntended` (serial
 //!    and TBS hash) FIRST, only then release it and record `CertificateIssued`;
+//!    With validation NONE (when the issuer allows it) steps 1, 2 and the intent of 4
+//!    are taken at once: the key is generated and stored and the certificate prepared
+//!    first, then `KeyGenerated`, `ValidationStarted`, `ValidationPassed` and
+//!    `IssuanceIntended` are recorded in one append (the same events, in the same order,
+//!    as the steps one by one), and `CertificateIssued` in a second one;
 //! 5. a certificate found in Issuing whose intent is older than `stale_intent_after`
 //!    (the process died between intent and record) has its intent abandoned
 //!    (`IssuanceFailed` with a retry time; the serial stays known for revocation) and is
@@ -35,13 +40,12 @@ use certledger_ca::{
 use certledger_domain::certificate::{
     CertificateCommand, CertificateState, IntendIssuance, KeySource, RecordDomainValidated,
     RecordIssuanceFailed, RecordIssued, RecordKeyGenerated, RecordValidationFailed,
-    StartValidation, Status,
+    StartValidation, Status, decide_all, evolve,
 };
 use certledger_domain::time::{from_timestamp, to_timestamp};
 use certledger_domain::{DomainError, ErrorKind};
 use certledger_proto::common::v1::{Failure, FailureCode, KeyAlgorithm, Subject, ValidationMethod};
 use certledger_proto::events::v1::Challenge;
-use certledger_runtime::repository::StoredEvent;
 use certledger_runtime::{
     CallContext, CertificateRepository, Expect, RepositoryError, SharedClock,
 };
@@ -162,14 +166,37 @@ enum Step {
     WaitUntil(DateTime<Utc>),
     Fail(Failure),
     GenerateKey(KeyAlgorithm),
+    /// Validation NONE, allowed: (generate the key,) validate and record the intent in
+    /// one append.
+    IssueAtOnce(Option<KeyAlgorithm>),
     StartValidation(Vec<Challenge>),
     CheckHttp01,
     Issue,
-    AbandonIntent { serial: String },
+    AbandonIntent {
+        serial: String,
+    },
 }
 
 /// Upper bound of steps in one `advance` (a certificate needs at most about six).
 const MAX_STEPS: usize = 16;
+
+/// What preparing a certificate came to.
+enum Prepared {
+    /// Signed in memory, not released: record the intent, then release it.
+    Ready(Box<certledger_ca::PendingCertificate>, IntendIssuance),
+    /// Record this instead (the order fails with a reason).
+    Fail(Box<CertificateCommand>),
+    /// Nothing to sign yet.
+    Nothing,
+}
+
+/// What obtaining the generated key came to.
+enum KeyStep {
+    /// Stored; record this.
+    Generated(RecordKeyGenerated),
+    /// Record this instead (the order fails with a reason).
+    Failed(Box<CertificateCommand>),
+}
 
 /// Advances certificates. Shared by the event handler, the timers and the gRPC service.
 pub struct Issuer {
@@ -276,24 +303,48 @@ impl Issuer {
         &self.settings
     }
 
-    /// Advances a certificate as far as it can now. Returns when to look again, if a
-    /// step waits for time rather than for an event.
+    /// Advances a certificate as far as it can now, from its events as they are in the
+    /// log. Returns when to look again, if a step waits for time rather than for an event.
     pub async fn advance(
         &self,
         certificate_id: &str,
         ctx: &CallContext,
     ) -> Result<Wake, AdvanceError> {
+        self.advance_since(certificate_id, ctx, None).await
+    }
+
+    /// Like [`Issuer::advance`], for the event at stream version `seen` (`None`: read the
+    /// log): the certificate is taken from the repository's cache without a query when
+    /// the cache holds it at that version or newer. Deciding on a fold that is older than
+    /// the log is safe: the append then conflicts and the step is decided again.
+    pub async fn advance_since(
+        &self,
+        certificate_id: &str,
+        ctx: &CallContext,
+        seen: Option<u64>,
+    ) -> Result<Wake, AdvanceError> {
         let _guard = self.locks.lock(certificate_id).await;
+        let mut seen = seen;
         for _ in 0..MAX_STEPS {
-            let (loaded, events) = match self.repo.load_with_events(certificate_id, None).await {
-                Ok(x) => x,
+            let loaded = match seen {
+                Some(version) => self.repo.load_since(certificate_id, None, version).await,
+                None => self.repo.load(certificate_id, None).await,
+            };
+            let state = match loaded {
+                Ok(loaded) => loaded.state,
                 Err(RepositoryError::Domain(_)) => return Ok(None),
                 Err(e) if e.is_transient() => return Err(AdvanceError::Transient(e.to_string())),
                 Err(e) => return Err(AdvanceError::Permanent(e.to_string())),
             };
-            let state = loaded.state;
+            // A step that records something leaves the fold with it in the cache; one
+            // that records nothing makes the next round read the log.
+            seen = Some(state.version + 1);
             let now = self.settings.clock.now();
-            let step = self.next_step(&state, &events, now);
+            let intended_at = match state.status {
+                Status::Issuing => self.intended_at(certificate_id).await?,
+                _ => None,
+            };
+            let step = self.next_step(&state, intended_at, now);
             tracing::debug!(certificate_id, status = %state.status, ?step, "next step");
             let result = match step {
                 Step::Idle => return Ok(None),
@@ -309,6 +360,10 @@ impl Issuer {
                 }
                 Step::GenerateKey(algorithm) => {
                     self.generate_key(certificate_id, ctx, algorithm).await
+                }
+                Step::IssueAtOnce(generate) => {
+                    self.issue_at_once(certificate_id, ctx, &state, generate)
+                        .await
                 }
                 Step::StartValidation(challenges) => {
                     self.record(certificate_id, ctx, StartValidation { challenges }.into())
@@ -363,10 +418,35 @@ impl Issuer {
         Ok(None)
     }
 
+    /// When the certificate's last issuance intent was recorded.
+    async fn intended_at(
+        &self,
+        certificate_id: &str,
+    ) -> Result<Option<DateTime<Utc>>, AdvanceError> {
+        match self.repo.read(certificate_id).await {
+            Ok(events) => Ok(events
+                .iter()
+                .rev()
+                .find(|e| e.recorded.event_type == "IssuanceIntended")
+                .map(|e| e.recorded.recorded_at)),
+            Err(e) if e.is_transient() => Err(AdvanceError::Transient(e.to_string())),
+            Err(e) => Err(AdvanceError::Permanent(e.to_string())),
+        }
+    }
+
+    /// Whether validation passes the moment it starts (method NONE, allowed) and nothing
+    /// makes the certificate wait: then the steps up to the intent are taken at once.
+    fn passes_at_once(&self, state: &CertificateState, now: DateTime<Utc>) -> bool {
+        state.status == Status::Applied
+            && state.validation_method() == ValidationMethod::None
+            && self.settings.allow_no_validation
+            && retry_at(state.last_failure.as_ref()).is_none_or(|at| at <= now)
+    }
+
     fn next_step(
         &self,
         state: &CertificateState,
-        events: &[StoredEvent],
+        intended_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Step {
         if !state.exists() || state.spec.issuer != self.settings.issuer_id {
@@ -383,9 +463,13 @@ impl Issuer {
             && state.key.is_none()
             && signing_ahead
         {
+            if self.passes_at_once(state, now) {
+                return Step::IssueAtOnce(Some(algorithm));
+            }
             return Step::GenerateKey(algorithm);
         }
         match state.status {
+            Status::Applied if self.passes_at_once(state, now) => Step::IssueAtOnce(None),
             Status::Applied => self.start_validation(state),
             Status::Validating => match state.validation_method() {
                 ValidationMethod::Http01 => Step::CheckHttp01,
@@ -396,12 +480,7 @@ impl Issuer {
                 _ => Step::Issue,
             },
             Status::Issuing => {
-                let intended_at = events
-                    .iter()
-                    .rev()
-                    .find(|e| e.recorded.event_type == "IssuanceIntended")
-                    .map(|e| e.recorded.recorded_at)
-                    .unwrap_or(now);
+                let intended_at = intended_at.unwrap_or(now);
                 let stale_at = intended_at
                     + chrono::TimeDelta::from_std(self.settings.stale_intent_after)
                         .unwrap_or_default();
@@ -478,20 +557,7 @@ impl Issuer {
         ctx: &CallContext,
         command: CertificateCommand,
     ) -> Result<(), StepError> {
-        let name = command.name();
-        let executed = self
-            .repo
-            .execute(certificate_id, ctx, Expect::Any, command)
-            .await?;
-        if executed.changed() {
-            tracing::info!(
-                certificate_id,
-                command = name,
-                events = ?executed.events.iter().map(|e| certledger_proto::codec::EventCodec::event_type(e)).collect::<Vec<_>>(),
-                "recorded"
-            );
-        }
-        Ok(())
+        self.record_all(certificate_id, ctx, vec![command]).await
     }
 
     async fn generate_key(
@@ -500,20 +566,30 @@ impl Issuer {
         ctx: &CallContext,
         algorithm: KeyAlgorithm,
     ) -> Result<(), StepError> {
+        let command = match self.obtain_key(certificate_id, algorithm).await? {
+            KeyStep::Generated(generated) => generated.into(),
+            KeyStep::Failed(command) => *command,
+        };
+        self.record(certificate_id, ctx, command).await
+    }
+
+    /// Generates the certificate's key pair and stores it (or finds the one an earlier
+    /// attempt stored); what to record.
+    async fn obtain_key(
+        &self,
+        certificate_id: &str,
+        algorithm: KeyAlgorithm,
+    ) -> Result<KeyStep, StepError> {
         let Some(ca_alg) = ca_algorithm(algorithm) else {
-            return self
-                .record(
-                    certificate_id,
-                    ctx,
-                    RecordIssuanceFailed {
-                        failure: failure(
-                            FailureCode::KeyGeneration,
-                            "the application names no key algorithm to generate",
-                        ),
-                    }
-                    .into(),
-                )
-                .await;
+            return Ok(KeyStep::Failed(Box::new(
+                RecordIssuanceFailed {
+                    failure: failure(
+                        FailureCode::KeyGeneration,
+                        "the application names no key algorithm to generate",
+                    ),
+                }
+                .into(),
+            )));
         };
         let key_id = key_id_for(certificate_id);
         let keys = self.keys.clone();
@@ -543,33 +619,136 @@ impl Issuer {
             Ok(spki) => spki,
             Err(KeyOutcome::Transient(why)) => return Err(transient(format!("key store: {why}"))),
             Err(KeyOutcome::Failed(why)) => {
-                return self
-                    .record(
-                        certificate_id,
-                        ctx,
-                        RecordIssuanceFailed {
-                            failure: failure(
-                                FailureCode::KeyGeneration,
-                                format!("generating the {} key pair failed: {why}", ca_alg),
-                            ),
-                        }
-                        .into(),
-                    )
-                    .await;
+                return Ok(KeyStep::Failed(Box::new(
+                    RecordIssuanceFailed {
+                        failure: failure(
+                            FailureCode::KeyGeneration,
+                            format!("generating the {} key pair failed: {why}", ca_alg),
+                        ),
+                    }
+                    .into(),
+                )));
             }
         };
         tracing::info!(certificate_id, %key_id, algorithm = %ca_alg, "key pair generated and stored");
-        self.record(
-            certificate_id,
-            ctx,
-            RecordKeyGenerated {
-                key_id,
-                algorithm,
-                public_key_sha256,
+        Ok(KeyStep::Generated(RecordKeyGenerated {
+            key_id,
+            algorithm,
+            public_key_sha256,
+        }))
+    }
+
+    /// Validation NONE: generates the key (`generate`), starts validation (which passes at
+    /// once) and prepares the certificate, then records all of it with the intent in one
+    /// append, and releases the certificate as [`Issuer::issue`] does. What cannot be
+    /// taken at once (a refusal, a failure to record) is recorded on its own, and the
+    /// next round goes on one step at a time.
+    async fn issue_at_once(
+        &self,
+        certificate_id: &str,
+        ctx: &CallContext,
+        state: &CertificateState,
+        generate: Option<KeyAlgorithm>,
+    ) -> Result<(), StepError> {
+        let mut commands: Vec<CertificateCommand> = Vec::with_capacity(3);
+        if let Some(algorithm) = generate {
+            match self.obtain_key(certificate_id, algorithm).await? {
+                KeyStep::Generated(generated) => commands.push(generated.into()),
+                KeyStep::Failed(command) => {
+                    return self.record(certificate_id, ctx, *command).await;
+                }
             }
-            .into(),
-        )
-        .await
+        }
+        commands.push(StartValidation { challenges: vec![] }.into());
+        // The state these steps lead to: the decider and the fold, no I/O.
+        let ahead = match decide_all(&commands, state) {
+            Ok(events) => events.iter().fold(state.clone(), evolve),
+            Err(_) => return self.record_all(certificate_id, ctx, commands).await,
+        };
+        if ahead.status != Status::Validated {
+            return self.record_all(certificate_id, ctx, commands).await;
+        }
+        let (pending, intend) = match self.prepare(certificate_id, &ahead).await? {
+            Prepared::Ready(pending, intend) => (pending, intend),
+            Prepared::Fail(command) => {
+                commands.push(*command);
+                return self.record_all(certificate_id, ctx, commands).await;
+            }
+            Prepared::Nothing => return self.record_all(certificate_id, ctx, commands).await,
+        };
+        self.intend_and_release(certificate_id, ctx, commands, *pending, intend)
+            .await
+    }
+
+    /// Records `before` and the intent in one append, then releases the certificate and
+    /// records it. When the append is refused: with steps before the intent, those alone
+    /// are recorded (the next round issues, or records why not, on its own); without,
+    /// an intent that does not fit the order fails it.
+    async fn intend_and_release(
+        &self,
+        certificate_id: &str,
+        ctx: &CallContext,
+        before: Vec<CertificateCommand>,
+        pending: certledger_ca::PendingCertificate,
+        intend: IntendIssuance,
+    ) -> Result<(), StepError> {
+        let mut commands = before.clone();
+        commands.push(intend.clone().into());
+        // 1. The intent is durable before anything signed leaves the CA.
+        match self
+            .repo
+            .execute_all(certificate_id, ctx, Expect::Any, commands)
+            .await
+        {
+            Ok(executed) if executed.changed() => {
+                tracing::debug!(
+                    certificate_id,
+                    events = ?executed.events.iter().map(certledger_proto::codec::EventCodec::event_type).collect::<Vec<_>>(),
+                    "recorded up to the intent"
+                );
+            }
+            Ok(_) => return Ok(()),
+            Err(RepositoryError::Domain(e)) if !before.is_empty() => {
+                tracing::debug!(certificate_id, error = %e, "steps not recorded at once; one at a time");
+                return self.record_all(certificate_id, ctx, before).await;
+            }
+            Err(RepositoryError::Domain(e)) if e.kind() == ErrorKind::InvalidArgument => {
+                let command = RecordIssuanceFailed {
+                    failure: failure(
+                        FailureCode::PolicyViolation,
+                        format!("the prepared certificate does not fit the order: {e}"),
+                    ),
+                }
+                .into();
+                return self.record(certificate_id, ctx, command).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.release(certificate_id, ctx, pending, intend).await
+    }
+
+    /// Records several commands in one append (see [`CertificateRepository::execute_all`]);
+    /// a refusal of any records nothing.
+    async fn record_all(
+        &self,
+        certificate_id: &str,
+        ctx: &CallContext,
+        commands: Vec<CertificateCommand>,
+    ) -> Result<(), StepError> {
+        let names: Vec<&str> = commands.iter().map(CertificateCommand::name).collect();
+        let executed = self
+            .repo
+            .execute_all(certificate_id, ctx, Expect::Any, commands)
+            .await?;
+        if executed.changed() {
+            tracing::info!(
+                certificate_id,
+                commands = ?names,
+                events = ?executed.events.iter().map(certledger_proto::codec::EventCodec::event_type).collect::<Vec<_>>(),
+                "recorded"
+            );
+        }
+        Ok(())
     }
 
     /// Checks the pending HTTP-01 challenges. `Ok(Some(wake))` stops advancing.
@@ -672,29 +851,46 @@ impl Issuer {
         ctx: &CallContext,
         state: &CertificateState,
     ) -> Result<(), StepError> {
-        let fail = |code: FailureCode, reason: String| -> CertificateCommand {
-            RecordIssuanceFailed {
-                failure: failure(code, reason),
-            }
-            .into()
+        let (pending, intend) = match self.prepare(certificate_id, state).await? {
+            Prepared::Ready(pending, intend) => (pending, intend),
+            Prepared::Fail(command) => return self.record(certificate_id, ctx, *command).await,
+            Prepared::Nothing => return Ok(()),
+        };
+        self.intend_and_release(certificate_id, ctx, vec![], *pending, intend)
+            .await
+    }
+
+    /// Prepares (signs in memory, without releasing) the certificate of a Validated
+    /// `state`: the key's public half, the names, the subject, the validity.
+    async fn prepare(
+        &self,
+        certificate_id: &str,
+        state: &CertificateState,
+    ) -> Result<Prepared, StepError> {
+        let fail = |code: FailureCode, reason: String| -> Prepared {
+            Prepared::Fail(Box::new(
+                RecordIssuanceFailed {
+                    failure: failure(code, reason),
+                }
+                .into(),
+            ))
         };
         let Some(app) = &state.application else {
-            return Ok(());
+            return Ok(Prepared::Nothing);
         };
         let public_key = match &app.key_source {
             KeySource::Csr { pem } => match inspect_csr_pem(pem) {
                 Ok(csr) => csr.public_key,
                 Err(e) => {
-                    let command = fail(
+                    return Ok(fail(
                         FailureCode::PolicyViolation,
                         format!("the CSR does not pass the CA's checks: {e}"),
-                    );
-                    return self.record(certificate_id, ctx, command).await;
+                    ));
                 }
             },
             KeySource::Generate { .. } => {
                 let Some(key) = &state.key else {
-                    return Ok(());
+                    return Ok(Prepared::Nothing);
                 };
                 let keys = self.keys.clone();
                 let key_id = key.key_id.clone();
@@ -704,27 +900,25 @@ impl Issuer {
                 let secret = match loaded {
                     Ok(secret) => secret,
                     Err(KeyStoreError::NotFound { .. }) => {
-                        let command = fail(
+                        return Ok(fail(
                             FailureCode::Internal,
                             format!(
                                 "the generated key {} is missing from the key store; order again",
                                 key.key_id
                             ),
-                        );
-                        return self.record(certificate_id, ctx, command).await;
+                        ));
                     }
                     Err(e) => return Err(transient(format!("key store: {e}"))),
                 };
                 let public = secret.public_key().map_err(permanent)?;
                 if public.spki_sha256_hex() != key.public_key_sha256 {
-                    let command = fail(
+                    return Ok(fail(
                         FailureCode::Internal,
                         format!(
                             "the key stored under {} is not the key recorded for this certificate",
                             key.key_id
                         ),
-                    );
-                    return self.record(certificate_id, ctx, command).await;
+                    ));
                 }
                 public
             }
@@ -734,11 +928,10 @@ impl Issuer {
             match ip.parse() {
                 Ok(ip) => ip_addresses.push(ip),
                 Err(_) => {
-                    let command = fail(
+                    return Ok(fail(
                         FailureCode::PolicyViolation,
                         format!("{ip:?} is not an IP address"),
-                    );
-                    return self.record(certificate_id, ctx, command).await;
+                    ));
                 }
             }
         }
@@ -757,56 +950,47 @@ impl Issuer {
         let pending = match prepared {
             Ok(p) => p,
             Err(e @ IssueError::Request(_)) => {
-                let command = fail(
+                return Ok(fail(
                     FailureCode::PolicyViolation,
                     format!("the CA refused the request: {e}"),
-                );
-                return self.record(certificate_id, ctx, command).await;
+                ));
             }
             Err(e @ IssueError::IssuerNotValid { .. }) => {
-                let command = fail(FailureCode::CaUnavailable, e.to_string());
-                return self.record(certificate_id, ctx, command).await;
+                return Ok(fail(FailureCode::CaUnavailable, e.to_string()));
             }
             Err(e @ IssueError::SelfCheck { .. }) => {
-                let command = fail(FailureCode::Internal, e.to_string());
-                return self.record(certificate_id, ctx, command).await;
+                return Ok(fail(FailureCode::Internal, e.to_string()));
             }
             Err(e) => return Err(transient(e)),
         };
+        let intent = pending.intent();
+        tracing::debug!(certificate_id, serial = %intent.serial.to_hex(), "certificate prepared");
+        let intend = IntendIssuance {
+            issuer_ca_id: self.settings.issuer_id.clone(),
+            serial: intent.serial.to_hex(),
+            tbs_sha256: intent.tbs_sha256.clone(),
+            not_before: chrono_of(intent.not_before),
+            not_after: chrono_of(intent.not_after),
+        };
+        Ok(Prepared::Ready(Box::new(pending), intend))
+    }
+
+    /// Releases a prepared certificate whose intent is recorded, and records it.
+    async fn release(
+        &self,
+        certificate_id: &str,
+        ctx: &CallContext,
+        pending: certledger_ca::PendingCertificate,
+        intend: IntendIssuance,
+    ) -> Result<(), StepError> {
         let intent = pending.intent().clone();
-        let serial = intent.serial.to_hex();
-        let issuer_ca_id = self.settings.issuer_id.clone();
-        let not_before = chrono_of(intent.not_before);
-        let not_after = chrono_of(intent.not_after);
-        // 1. The intent is durable before anything signed leaves the CA.
-        let intended = self
-            .repo
-            .execute(
-                certificate_id,
-                ctx,
-                Expect::Any,
-                IntendIssuance {
-                    issuer_ca_id: issuer_ca_id.clone(),
-                    serial: serial.clone(),
-                    tbs_sha256: intent.tbs_sha256.clone(),
-                    not_before,
-                    not_after,
-                }
-                .into(),
-            )
-            .await;
-        match intended {
-            Ok(executed) if executed.changed() => {}
-            Ok(_) => return Ok(()),
-            Err(RepositoryError::Domain(e)) if e.kind() == ErrorKind::InvalidArgument => {
-                let command = fail(
-                    FailureCode::PolicyViolation,
-                    format!("the prepared certificate does not fit the order: {e}"),
-                );
-                return self.record(certificate_id, ctx, command).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
+        let IntendIssuance {
+            issuer_ca_id,
+            serial,
+            not_before,
+            not_after,
+            ..
+        } = intend;
         tracing::info!(certificate_id, %serial, tbs_sha256 = %intent.tbs_sha256, "issuance intent recorded");
         // 2. Only now is the certificate released.
         let issued = pending.release(&intent).map_err(permanent)?;
@@ -918,4 +1102,112 @@ fn offset_time(at: DateTime<Utc>) -> time::OffsetDateTime {
         .checked_mul(1000)
         .and_then(|nanos| time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
         .unwrap_or_else(time::OffsetDateTime::now_utc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use certledger_ca::{CertificateUrls, IssuancePolicy};
+    use certledger_domain::certificate::{Application, PlaceOrder};
+    use certledger_proto::common::v1::{CertificateSpec, DomainSlotKind, DomainSlots};
+
+    use crate::ca::{CaSettings, open_ca};
+
+    #[tokio::test]
+    async fn validation_none_records_key_validation_and_intent_in_one_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = open_ca(
+            &CaSettings {
+                data_dir: dir.path().to_path_buf(),
+                policy: IssuancePolicy::default(),
+                urls: CertificateUrls::default(),
+            },
+            None,
+        )
+        .unwrap();
+        let log = certledger_eventlog::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let repo = CertificateRepository::new(log.clone());
+        let issuer = Issuer::new(
+            repo.clone(),
+            ca.authority,
+            ca.keys,
+            IssuerSettings {
+                allow_no_validation: true,
+                ..IssuerSettings::default()
+            },
+        );
+        let ctx = CallContext::system("test");
+        let id = "c1";
+        repo.execute(
+            id,
+            &ctx,
+            Expect::Any,
+            PlaceOrder {
+                certificate_id: id.into(),
+                tenant: "acme".into(),
+                spec: CertificateSpec {
+                    issuer: "builtin".into(),
+                    key_algorithm: KeyAlgorithm::EcdsaP256 as i32,
+                    validity_days: 30,
+                    domain_slots: Some(DomainSlots {
+                        kind: DomainSlotKind::Multi as i32,
+                        max_names: 1,
+                        allow_wildcards: false,
+                    }),
+                    validation_method: ValidationMethod::None as i32,
+                    auto_renew: false,
+                },
+                application: Some(Application {
+                    domains: vec!["once.example.com".into()],
+                    ip_addresses: vec![],
+                    subject: Subject::default(),
+                    key_source: KeySource::Generate {
+                        algorithm: KeyAlgorithm::EcdsaP256,
+                    },
+                }),
+                predecessor_id: None,
+                idempotency_key: None,
+            }
+            .into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(issuer.advance(id, &ctx).await.unwrap(), None);
+        let events = log.read_stream("certificate-c1", 0).await.unwrap();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        // The events of the steps one by one, in their order.
+        assert_eq!(
+            types,
+            [
+                "CertificateOrdered",
+                "ApplicationSubmitted",
+                "KeyGenerated",
+                "ValidationStarted",
+                "ValidationPassed",
+                "IssuanceIntended",
+                "CertificateIssued",
+            ]
+        );
+        // Three appends: an append's events share its commit time, and these appends
+        // ran one after the other.
+        let at = |i: usize| events[i].recorded_at;
+        assert!((3..=5).all(|i| at(i) == at(2)), "{events:#?}");
+        assert!(at(6) > at(5) && at(2) > at(1));
+        let state = repo.load(id, None).await.unwrap().state;
+        assert_eq!(state.status, Status::Issued);
+        let (intent, issued) = (state.intent.unwrap(), state.issued.unwrap());
+        assert_eq!(intent.serial, issued.serial);
+        // Every event again changes nothing.
+        for event in &events {
+            let ctx = CallContext::reaction(event, "issuance");
+            let wake = issuer
+                .advance_since(id, &ctx, Some(event.stream_version))
+                .await
+                .unwrap();
+            assert_eq!(wake, None);
+        }
+        assert_eq!(log.read_stream("certificate-c1", 0).await.unwrap().len(), 7);
+    }
 }

@@ -1,7 +1,9 @@
 //! ListCertificates and the scheduler's index: a small read table (`order_certificates`)
 //! in the log's database, kept up to date by the order service's own consumer
 //! ([`ListProjection`]), which folds the certificate's stream on each of its events and
-//! upserts one row (idempotent: a row is never replaced by an older stream version). Each
+//! upserts one row (idempotent: a row is never replaced by an older stream version). The
+//! fold comes from the repository's cache when it is at least as new as the event (no
+//! query), and a row already written at the fold's version is not written again. Each
 //! row carries the time the scheduler must next look at the certificate (`due_at`, see
 //! [`certledger_domain::certificate::RenewalPolicy::next_due`]).
 //!
@@ -18,7 +20,8 @@ use certledger_eventlog::RecordedEvent;
 use certledger_eventstream::consumer::{Handler, HandlerError};
 use certledger_proto::common::v1::CertificateStatus;
 use certledger_proto::order::v1 as api;
-use certledger_runtime::repository::{certificate_id_of, fold_stored};
+use certledger_runtime::repository::certificate_id_of;
+use certledger_runtime::stream_cache::BoundedMap;
 use certledger_runtime::{CertificateRepository, RepositoryError, convert, status};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -31,6 +34,9 @@ use crate::renewal::RenewalSettings;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page size.
 pub const MAX_PAGE_SIZE: u32 = 1000;
+/// Certificates whose last written row version the projection remembers (to skip
+/// writing the same row again for each event of one fold).
+const WRITTEN_CAPACITY: usize = 4096;
 
 // The table of an earlier version, without the due column: its consumer is replaced by
 // a new one (a new name replays the log from the start), so it is dropped.
@@ -424,6 +430,7 @@ impl CertificateList {
             list: self.clone(),
             repo,
             settings,
+            written: std::sync::Mutex::new(BoundedMap::new(WRITTEN_CAPACITY)),
         }
     }
 }
@@ -453,6 +460,15 @@ pub struct ListProjection {
     list: CertificateList,
     repo: CertificateRepository,
     settings: Arc<RenewalSettings>,
+    /// Certificate id → the stream version of the row last written by this process.
+    written: std::sync::Mutex<BoundedMap<u64>>,
+}
+
+impl ListProjection {
+    fn written(&self) -> std::sync::MutexGuard<'_, BoundedMap<u64>> {
+        // Every statement leaves the map consistent: a panic elsewhere cannot corrupt it.
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[async_trait]
@@ -461,23 +477,27 @@ impl Handler for ListProjection {
         let Some(id) = certificate_id_of(&event.stream_id) else {
             return Ok(());
         };
-        let events = match self.repo.read(id).await {
-            Ok(events) => events,
+        let loaded = match self.repo.load_since(id, None, event.stream_version).await {
+            Ok(loaded) => loaded,
+            // No such certificate (an empty stream).
+            Err(RepositoryError::Domain(_)) => return Ok(()),
             Err(e) if e.is_transient() => return Err(HandlerError::Retry(e.to_string())),
             Err(e) => return Err(HandlerError::Poison(e.to_string())),
         };
-        let Some(first) = events.first() else {
+        let Some(position) = loaded.first_position else {
             return Ok(());
         };
-        let position = first.recorded.position;
-        let loaded = fold_stored(&events);
-        if !loaded.state.exists() {
+        let version = loaded.state.version;
+        // The fold was newer than an earlier event of the stream: its row is written.
+        if self.written().get(id).is_some_and(|w| *w >= version) {
             return Ok(());
         }
         self.list
             .upsert(&ListRow::of(&loaded.state, position, &self.settings))
             .await
-            .map_err(|e| HandlerError::Retry(format!("updating the certificate list: {e}")))
+            .map_err(|e| HandlerError::Retry(format!("updating the certificate list: {e}")))?;
+        self.written().insert(id, version);
+        Ok(())
     }
 }
 

@@ -374,7 +374,13 @@ impl Handler for RenewalOutcomes {
         let Some(id) = certificate_id_of(&event.stream_id) else {
             return Ok(());
         };
-        let successor = match self.renewer.repo.load(id, None).await {
+        // At least as new as the outcome event: from the cache when it holds that.
+        let successor = match self
+            .renewer
+            .repo
+            .load_since(id, None, event.stream_version)
+            .await
+        {
             Ok(loaded) => loaded.state,
             Err(RepositoryError::Domain(_)) => return Ok(()),
             Err(e) if e.is_transient() => return Err(HandlerError::Retry(e.to_string())),

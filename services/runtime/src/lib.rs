@@ -24,6 +24,7 @@ pub mod events;
 pub mod repository;
 pub mod server;
 pub mod status;
+pub mod stream_cache;
 pub mod telemetry;
 pub mod tenant;
 pub mod tls;

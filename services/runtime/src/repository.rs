@@ -8,10 +8,34 @@
 //!
 //! A command that repeats what is already recorded decides no events; [`Executed::changed`]
 //! is then false and nothing is appended (this is what makes handlers idempotent).
+//!
+//! # The fold cache
+//!
+//! A repository (and its clones) keeps the folds of recently used streams in a bounded
+//! cache ([`StreamCache`], least recently used first out), each at its stream version, so
+//! that a stream is not read and folded from its first event for every command and every
+//! reaction:
+//!
+//! - [`CertificateRepository::load`] reads only the events after the cached version (one
+//!   query, usually returning nothing) and folds them onto the cached state;
+//! - [`CertificateRepository::load_since`] (for reactions: "at least as new as the event
+//!   I am handling") answers from the cache without any query when the cached fold is
+//!   at that version or newer;
+//! - a command is decided on the cached fold without reading first, and appended with the
+//!   cached version as the expected one: if the stream moved on meanwhile (another
+//!   process, another repository), the log refuses the append, the entry is dropped and
+//!   the command is loaded and decided again like any conflict. A decision on a cached
+//!   fold that refuses the command or changes nothing is not believed until the fold is
+//!   read up to date and the command decided again (a newer event may allow it);
+//! - after an append the cache holds the fold with the appended events.
+//!
+//! Events are never changed once appended, so a cached fold is never wrong, only
+//! possibly old; the optimistic concurrency check of the append is what keeps decisions
+//! on it correct.
 
 use std::sync::Arc;
 
-use certledger_domain::certificate::{CertificateCommand, CertificateState, decide, evolve};
+use certledger_domain::certificate::{CertificateCommand, CertificateState, decide_all, evolve};
 use certledger_domain::{CertificateEvent, DomainError};
 use certledger_eventlog::{
     AppendError, EventLog, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StorageError,
@@ -21,6 +45,7 @@ use certledger_proto::codec::{CURRENT_SCHEMA_VERSION, CodecError, EventCodec};
 use chrono::{DateTime, Utc};
 
 use crate::context::CallContext;
+use crate::stream_cache::{DEFAULT_CAPACITY, StreamCache};
 
 /// Prefix of a certificate's stream id.
 pub const CERTIFICATE_STREAM_PREFIX: &str = "certificate-";
@@ -140,6 +165,8 @@ pub struct Loaded {
     pub state: CertificateState,
     /// When the order was recorded (the first event's time).
     pub ordered_at: Option<DateTime<Utc>>,
+    /// The global position of the stream's first event.
+    pub first_position: Option<u64>,
 }
 
 /// One stored event with its decoded form (`None` for an event type this build does not
@@ -204,28 +231,44 @@ pub fn decode_event(recorded: &RecordedEvent) -> Result<Option<CertificateEvent>
     }
 }
 
-/// Loads, decides and appends certificate commands. Cheap to clone.
+/// Loads, decides and appends certificate commands. Cheap to clone; clones share the
+/// fold cache (see the module docs).
 #[derive(Clone)]
 pub struct CertificateRepository {
     log: Arc<dyn EventLog>,
     max_attempts: u32,
+    cache: Arc<StreamCache>,
 }
 
 impl std::fmt::Debug for CertificateRepository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertificateRepository")
             .field("max_attempts", &self.max_attempts)
+            .field("cached_streams", &self.cache.len())
             .finish_non_exhaustive()
     }
 }
 
 impl CertificateRepository {
-    /// A repository over `log`.
+    /// A repository over `log`, caching up to [`DEFAULT_CAPACITY`] folded streams.
     pub fn new(log: Arc<dyn EventLog>) -> Self {
         Self {
             log,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            cache: Arc::new(StreamCache::new(DEFAULT_CAPACITY)),
         }
+    }
+
+    /// Caches up to `streams` folded streams (0: no cache, every load reads the whole
+    /// stream). A fresh, empty cache, not shared with earlier clones.
+    pub fn with_cache_capacity(mut self, streams: usize) -> Self {
+        self.cache = Arc::new(StreamCache::new(streams));
+        self
+    }
+
+    /// The fold cache.
+    pub fn cache(&self) -> &StreamCache {
+        &self.cache
     }
 
     /// Sets how many times a command is decided before giving up on contention.
@@ -261,7 +304,8 @@ impl CertificateRepository {
             .collect()
     }
 
-    /// Loads a certificate visible to `tenant` (`None`: any tenant). A certificate that
+    /// Loads a certificate visible to `tenant` (`None`: any tenant), up to date: the
+    /// events after the cached fold are read (all of them without one). A certificate that
     /// does not exist or belongs to another tenant is [`not_found`].
     pub async fn load(
         &self,
@@ -269,11 +313,65 @@ impl CertificateRepository {
         tenant: Option<&str>,
     ) -> Result<Loaded, RepositoryError> {
         check_certificate_id("certificate_id", certificate_id)?;
-        let events = self.read(certificate_id).await?;
-        let loaded = fold_stored(&events);
+        let loaded = self.current(certificate_id).await?;
         if !visible(&loaded.state, tenant) {
             return Err(not_found(certificate_id).into());
         }
+        Ok(loaded)
+    }
+
+    /// Loads a certificate at version `min_version` or newer: from the cache without any
+    /// query when it holds such a fold, otherwise like [`CertificateRepository::load`].
+    /// For reactions, with the version of the event being handled: the fold is then at
+    /// least as new as that event, though later events may exist (a decision on it is
+    /// still checked by the append's expected version).
+    pub async fn load_since(
+        &self,
+        certificate_id: &str,
+        tenant: Option<&str>,
+        min_version: u64,
+    ) -> Result<Loaded, RepositoryError> {
+        check_certificate_id("certificate_id", certificate_id)?;
+        if let Some(cached) = self.cache.get(certificate_id)
+            && cached.state.version >= min_version
+        {
+            if !visible(&cached.state, tenant) {
+                return Err(not_found(certificate_id).into());
+            }
+            return Ok(cached);
+        }
+        self.load(certificate_id, tenant).await
+    }
+
+    /// The up-to-date fold of a stream (not checked for visibility): the cached fold and
+    /// the events after it, or the whole stream; cached for the next time.
+    async fn current(&self, certificate_id: &str) -> Result<Loaded, RepositoryError> {
+        if let Some(cached) = self.cache.get(certificate_id) {
+            let after = cached.state.version;
+            let events = self.read_after(certificate_id, after).await?;
+            match events.first() {
+                None => return Ok(cached),
+                Some(first) if first.recorded.stream_version == after + 1 => {
+                    let loaded = fold_onto(cached, &events);
+                    self.cache.put(certificate_id, &loaded);
+                    return Ok(loaded);
+                }
+                // Not the continuation of the cached fold (cannot happen with an
+                // append-only log): start over from the first event.
+                Some(first) => {
+                    tracing::warn!(
+                        certificate_id,
+                        cached_version = after,
+                        next_version = first.recorded.stream_version,
+                        "the stream does not continue the cached fold; reading it whole"
+                    );
+                    self.cache.forget(certificate_id);
+                }
+            }
+        }
+        let events = self.read(certificate_id).await?;
+        let loaded = fold_stored(&events);
+        self.cache.put(certificate_id, &loaded);
         Ok(loaded)
     }
 
@@ -286,6 +384,7 @@ impl CertificateRepository {
         check_certificate_id("certificate_id", certificate_id)?;
         let events = self.read(certificate_id).await?;
         let loaded = fold_stored(&events);
+        self.cache.put(certificate_id, &loaded);
         if !visible(&loaded.state, tenant) {
             return Err(not_found(certificate_id).into());
         }
@@ -319,7 +418,28 @@ impl CertificateRepository {
     {
         let mut executed = self
             .run(ctx, &[(certificate_id, expect)], |states| {
-                Ok(vec![build(&states[0])?])
+                Ok(vec![vec![build(&states[0])?]])
+            })
+            .await?;
+        executed
+            .pop()
+            .ok_or_else(|| RepositoryError::Append("no result for a one-stream command".to_owned()))
+    }
+
+    /// Carries out several commands on a certificate as one: each decided on the state the
+    /// events of the ones before it lead to (see [`decide_all`]), and all their events
+    /// appended in one transaction, or none if any is refused. The events are the same,
+    /// in the same order, as carrying the commands out one after the other would record.
+    pub async fn execute_all(
+        &self,
+        certificate_id: &str,
+        ctx: &CallContext,
+        expect: Expect,
+        commands: Vec<CertificateCommand>,
+    ) -> Result<Executed, RepositoryError> {
+        let mut executed = self
+            .run(ctx, &[(certificate_id, expect)], |_| {
+                Ok(vec![commands.clone()])
             })
             .await?;
         executed
@@ -336,7 +456,7 @@ impl CertificateRepository {
         &self,
         ctx: &CallContext,
         certificate_ids: &[&str],
-        build: F,
+        mut build: F,
     ) -> Result<Vec<Executed>, RepositoryError>
     where
         F: FnMut(&[CertificateState]) -> Result<Vec<CertificateCommand>, DomainError>,
@@ -345,7 +465,10 @@ impl CertificateRepository {
             .iter()
             .map(|id| (*id, Expect::Any))
             .collect();
-        self.run(ctx, &streams, build).await
+        self.run(ctx, &streams, |states| {
+            Ok(build(states)?.into_iter().map(|c| vec![c]).collect())
+        })
+        .await
     }
 
     async fn run<F>(
@@ -355,18 +478,34 @@ impl CertificateRepository {
         mut build: F,
     ) -> Result<Vec<Executed>, RepositoryError>
     where
-        F: FnMut(&[CertificateState]) -> Result<Vec<CertificateCommand>, DomainError>,
+        F: FnMut(&[CertificateState]) -> Result<Vec<Vec<CertificateCommand>>, DomainError>,
     {
         for (id, _) in streams {
             check_certificate_id("certificate_id", id)?;
         }
         let mut attempt = 0;
+        // Decide on cached folds without reading first (see the module docs); off once
+        // such a decision has to be checked against the stream as it is.
+        let mut trust_cache = true;
         while attempt < self.max_attempts {
-            attempt += 1;
             let mut loaded = Vec::with_capacity(streams.len());
+            let mut from_cache = false;
             for (id, expect) in streams {
-                let events = self.read(id).await?;
-                let current = fold_stored(&events);
+                let cached = if trust_cache {
+                    self.cache.get(id).filter(|c| match expect {
+                        Expect::Any => true,
+                        Expect::Version(v) => c.state.version == *v,
+                    })
+                } else {
+                    None
+                };
+                let current = match cached {
+                    Some(cached) => {
+                        from_cache = true;
+                        cached
+                    }
+                    None => self.current(id).await?,
+                };
                 let state = &current.state;
                 if state.exists() && !visible(state, ctx.tenant()) {
                     return Err(not_found(id).into());
@@ -386,28 +525,34 @@ impl CertificateRepository {
                 loaded.push(current);
             }
             let states: Vec<CertificateState> = loaded.iter().map(|l| l.state.clone()).collect();
-            let commands = build(&states)?;
-            if commands.len() != streams.len() {
-                return Err(RepositoryError::Append(format!(
-                    "{} commands built for {} certificates",
-                    commands.len(),
-                    streams.len()
-                )));
+            let decided = build(&states)
+                .map_err(RepositoryError::from)
+                .and_then(|commands| decide_each(streams, &states, commands));
+            let (commands, decided_all) = match decided {
+                Ok(decided) => decided,
+                // Refused, or nothing to do, on a fold that may be old: read the streams up
+                // to date and decide again before believing it.
+                Err(RepositoryError::Domain(_)) if from_cache => {
+                    trust_cache = false;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if from_cache && decided_all.iter().any(Vec::is_empty) {
+                trust_cache = false;
+                continue;
             }
-            let mut decided_all = Vec::with_capacity(streams.len());
+            attempt += 1;
             let mut appends = Vec::new();
             let mut event_ids = Vec::with_capacity(streams.len());
-            for (((id, _), current), command) in streams.iter().zip(&loaded).zip(&commands) {
-                let state = &current.state;
-                let tenant = match command {
-                    CertificateCommand::PlaceOrder(order) if !state.exists() => {
-                        order.tenant.clone()
-                    }
-                    _ if !state.exists() => return Err(not_found(id).into()),
-                    _ => state.tenant.clone(),
+            for ((((id, _), state), command), decided) in
+                streams.iter().zip(&states).zip(&commands).zip(&decided_all)
+            {
+                let tenant = match command.first() {
+                    Some(CertificateCommand::PlaceOrder(order)) if !state.exists() => &order.tenant,
+                    _ => &state.tenant,
                 };
-                let decided = decide(command, state)?;
-                let new_events = encode_events(&decided, &ctx.metadata(&tenant));
+                let new_events = encode_events(decided, &ctx.metadata(tenant));
                 event_ids.push(new_events.iter().map(|e| e.event_id).collect::<Vec<_>>());
                 if !new_events.is_empty() {
                     appends.push(StreamAppend {
@@ -420,7 +565,6 @@ impl CertificateRepository {
                         events: new_events,
                     });
                 }
-                decided_all.push(decided);
             }
             let results = if appends.is_empty() {
                 Vec::new()
@@ -430,6 +574,10 @@ impl CertificateRepository {
                     Err(AppendError::Conflict {
                         stream_id, actual, ..
                     }) => {
+                        // Whatever was cached for these streams is older than the log.
+                        for (id, _) in streams {
+                            self.cache.forget(id);
+                        }
                         let pinned = streams.iter().find_map(|(id, expect)| match expect {
                             Expect::Version(v) if certificate_stream(id) == stream_id => {
                                 Some((*id, *v))
@@ -447,8 +595,16 @@ impl CertificateRepository {
                         tokio::task::yield_now().await;
                         continue;
                     }
-                    Err(AppendError::Storage(e)) => return Err(RepositoryError::Storage(e)),
-                    Err(e) => return Err(RepositoryError::Append(e.to_string())),
+                    Err(e) => {
+                        // The append may or may not have been committed.
+                        for (id, _) in streams {
+                            self.cache.forget(id);
+                        }
+                        return Err(match e {
+                            AppendError::Storage(e) => RepositoryError::Storage(e),
+                            e => RepositoryError::Append(e.to_string()),
+                        });
+                    }
                 }
             };
             let mut results = results.into_iter();
@@ -459,7 +615,11 @@ impl CertificateRepository {
                 .zip(&commands)
                 .zip(decided_all.into_iter().zip(event_ids))
             {
-                let Loaded { state, ordered_at } = current;
+                let Loaded {
+                    state,
+                    ordered_at,
+                    first_position,
+                } = current;
                 if decided.is_empty() {
                     executed.push(Executed {
                         state,
@@ -471,17 +631,42 @@ impl CertificateRepository {
                     });
                     continue;
                 }
-                let positions = results.next().map(|r| r.positions).unwrap_or_default();
+                let result = results.next();
+                let positions = result
+                    .as_ref()
+                    .map(|r| r.positions.clone())
+                    .unwrap_or_default();
                 let was_new = state.version == 0;
                 let state = decided.iter().fold(state, evolve);
                 let ordered_at = if was_new {
-                    self.first_recorded_at(&certificate_stream(id)).await
+                    // The order time is the log's: read the new stream back (which also
+                    // caches it).
+                    self.cache.forget(id);
+                    match self.current(id).await {
+                        Ok(fresh) => fresh.ordered_at,
+                        Err(error) => {
+                            tracing::warn!(certificate_id = id, %error, "reading back the order time failed");
+                            None
+                        }
+                    }
                 } else {
+                    if result.as_ref().is_some_and(|r| r.version == state.version) {
+                        self.cache.put(
+                            id,
+                            &Loaded {
+                                state: state.clone(),
+                                ordered_at,
+                                first_position,
+                            },
+                        );
+                    } else {
+                        self.cache.forget(id);
+                    }
                     ordered_at
                 };
                 tracing::debug!(
                     certificate_id = id,
-                    command = command.name(),
+                    command = %command_names(command),
                     version = state.version,
                     events = decided.len(),
                     attempt,
@@ -507,16 +692,42 @@ impl CertificateRepository {
             attempts: attempt,
         })
     }
+}
 
-    async fn first_recorded_at(&self, stream: &str) -> Option<DateTime<Utc>> {
-        match self.log.read_stream(stream, 0).await {
-            Ok(events) => events.first().map(|e| e.recorded_at),
-            Err(error) => {
-                tracing::warn!(stream, %error, "reading back the order time failed");
-                None
-            }
-        }
+/// The commands built for a call (per stream) and the events decided for each stream.
+type Decisions = (Vec<Vec<CertificateCommand>>, Vec<Vec<CertificateEvent>>);
+
+fn command_names(commands: &[CertificateCommand]) -> String {
+    commands
+        .iter()
+        .map(CertificateCommand::name)
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// Decides the commands of each stream on its state.
+fn decide_each(
+    streams: &[(&str, Expect)],
+    states: &[CertificateState],
+    commands: Vec<Vec<CertificateCommand>>,
+) -> Result<Decisions, RepositoryError> {
+    if commands.len() != streams.len() {
+        return Err(RepositoryError::Append(format!(
+            "{} commands built for {} certificates",
+            commands.len(),
+            streams.len()
+        )));
     }
+    let mut decided_all = Vec::with_capacity(streams.len());
+    for (((id, _), state), command) in streams.iter().zip(states).zip(&commands) {
+        match command.first() {
+            Some(CertificateCommand::PlaceOrder(_)) if !state.exists() => {}
+            _ if !state.exists() => return Err(not_found(id).into()),
+            _ => {}
+        }
+        decided_all.push(decide_all(command, state)?);
+    }
+    Ok((commands, decided_all))
 }
 
 /// Decided events as log entries (current schema version, fresh ids), all with `metadata`.
@@ -536,22 +747,260 @@ pub fn encode_events<E: EventCodec>(decided: &[E], metadata: &Metadata) -> Vec<N
 
 /// Folds stored events; unknown event types count towards the version only.
 pub fn fold_stored(events: &[StoredEvent]) -> Loaded {
-    let ordered_at = events.first().map(|e| e.recorded.recorded_at);
+    fold_onto(
+        Loaded {
+            state: CertificateState::default(),
+            ordered_at: events.first().map(|e| e.recorded.recorded_at),
+            first_position: events.first().map(|e| e.recorded.position),
+        },
+        events,
+    )
+}
+
+/// Folds the stored events that follow `loaded` onto it.
+fn fold_onto(loaded: Loaded, events: &[StoredEvent]) -> Loaded {
+    let Loaded {
+        state,
+        ordered_at,
+        first_position,
+    } = loaded;
     let state = events
         .iter()
-        .fold(CertificateState::default(), |state, stored| {
-            match &stored.event {
-                Some(event) => evolve(state, event),
-                None => CertificateState {
-                    version: state.version + 1,
-                    ..state
-                },
-            }
+        .fold(state, |state, stored| match &stored.event {
+            Some(event) => evolve(state, event),
+            None => CertificateState {
+                version: state.version + 1,
+                ..state
+            },
         });
-    Loaded { state, ordered_at }
+    Loaded {
+        state,
+        ordered_at,
+        first_position,
+    }
 }
 
 /// Whether a certificate is visible to a caller in `tenant` (`None`: every tenant).
 pub fn visible(state: &CertificateState, tenant: Option<&str>) -> bool {
     state.exists() && tenant.is_none_or(|t| t == state.tenant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use certledger_domain::certificate::{
+        Application, CancelOrder, KeySource, PlaceOrder, StartValidation, Status, SubmitApplication,
+    };
+    use certledger_proto::common::v1::{
+        CertificateSpec, DomainSlotKind, DomainSlots, KeyAlgorithm, ValidationMethod,
+    };
+
+    fn ctx() -> CallContext {
+        CallContext {
+            tenant: Some("acme".into()),
+            ..CallContext::system("test")
+        }
+    }
+
+    fn place(id: &str) -> CertificateCommand {
+        PlaceOrder {
+            certificate_id: id.into(),
+            tenant: "acme".into(),
+            spec: CertificateSpec {
+                issuer: "builtin".into(),
+                key_algorithm: KeyAlgorithm::EcdsaP256 as i32,
+                validity_days: 0,
+                domain_slots: Some(DomainSlots {
+                    kind: DomainSlotKind::Multi as i32,
+                    max_names: 3,
+                    allow_wildcards: false,
+                }),
+                validation_method: ValidationMethod::Approval as i32,
+                auto_renew: false,
+            },
+            application: None,
+            predecessor_id: None,
+            idempotency_key: None,
+        }
+        .into()
+    }
+
+    fn submit() -> CertificateCommand {
+        SubmitApplication {
+            application: Application {
+                domains: vec!["a.example".into()],
+                ip_addresses: vec![],
+                subject: Default::default(),
+                key_source: KeySource::Generate {
+                    algorithm: KeyAlgorithm::EcdsaP256,
+                },
+            },
+        }
+        .into()
+    }
+
+    fn start_validation() -> CertificateCommand {
+        StartValidation { challenges: vec![] }.into()
+    }
+
+    /// `command` on c1 with any version.
+    async fn run(
+        repo: &CertificateRepository,
+        command: CertificateCommand,
+    ) -> Result<Executed, RepositoryError> {
+        repo.execute("c1", &ctx(), Expect::Any, command).await
+    }
+
+    fn cancel() -> CertificateCommand {
+        CancelOrder {
+            reason: String::new(),
+        }
+        .into()
+    }
+
+    /// Two repositories on one log: `a` keeps a fold that `b`'s appends make old.
+    async fn two_repositories() -> (CertificateRepository, CertificateRepository) {
+        let log = certledger_eventlog::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let a = CertificateRepository::new(log.clone());
+        let b = CertificateRepository::new(log);
+        a.execute("c1", &ctx(), Expect::Any, place("c1"))
+            .await
+            .unwrap();
+        assert_eq!(a.cache().get("c1").map(|l| l.state.version), Some(1));
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn a_stale_cached_fold_conflicts_then_is_reloaded_and_decided_again() {
+        let (a, b) = two_repositories().await;
+        run(&b, submit()).await.unwrap();
+        // `a` decides on its cached version 1; the append finds version 2 and conflicts;
+        // the entry is dropped, the stream read again and the command decided again.
+        let executed = run(&a, cancel()).await.unwrap();
+        assert_eq!(executed.attempts, 2);
+        assert_eq!(executed.state.version, 3);
+        assert_eq!(executed.state.status, Status::Cancelled);
+        assert!(
+            executed.state.application.is_some(),
+            "b's event is folded in"
+        );
+        let cached = a.cache().get("c1").unwrap();
+        assert_eq!(cached.state.version, 3);
+        assert_eq!(cached.state.status, Status::Cancelled);
+        // What is cached is what the log folds to.
+        let fresh = fold_stored(&a.read("c1").await.unwrap());
+        assert_eq!(fresh.state.version, cached.state.version);
+        assert_eq!(fresh.state.status, cached.state.status);
+        assert_eq!(fresh.first_position, cached.first_position);
+        assert_eq!(fresh.ordered_at, cached.ordered_at);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_on_a_stale_cached_fold_is_checked_against_the_log() {
+        let (a, b) = two_repositories().await;
+        run(&b, submit()).await.unwrap();
+        // Starting validation is refused on the cached fold (no application yet) but
+        // allowed on the log's: the refusal is not believed.
+        let executed = run(&a, start_validation()).await.unwrap();
+        assert!(executed.changed());
+        assert_eq!(executed.state.status, Status::Validating);
+        assert_eq!(executed.state.version, 3);
+        // Nothing to do on the cached fold, but the log moved on: decided again too.
+        run(&b, cancel()).await.unwrap();
+        let err = run(&a, start_validation()).await.unwrap_err();
+        assert!(matches!(err, RepositoryError::Domain(_)), "{err:?}");
+        assert_eq!(a.cache().get("c1").unwrap().state.version, 4);
+    }
+
+    #[tokio::test]
+    async fn load_since_answers_from_the_cache_and_load_reads_what_is_newer() {
+        let (a, b) = two_repositories().await;
+        run(&b, submit()).await.unwrap();
+        // Cached version 1 satisfies "at least 1", not "at least 2".
+        let old = a.load_since("c1", None, 1).await.unwrap();
+        assert_eq!(old.state.version, 1);
+        let new = a.load_since("c1", None, 2).await.unwrap();
+        assert_eq!(new.state.version, 2);
+        assert_eq!(new.state.status, Status::Applied);
+        run(&b, cancel()).await.unwrap();
+        let loaded = a.load("c1", Some("acme")).await.unwrap();
+        assert_eq!(loaded.state.version, 3);
+        assert!(loaded.ordered_at.is_some());
+        assert!(loaded.first_position.is_some());
+        // Tenants are checked on cached folds too.
+        assert!(a.load_since("c1", Some("other"), 1).await.is_err());
+        // A pinned expected version above the cached one reads the log first.
+        let (a, b) = two_repositories().await;
+        run(&b, submit()).await.unwrap();
+        let executed = a
+            .execute("c1", &ctx(), Expect::Version(2), cancel())
+            .await
+            .unwrap();
+        assert_eq!(executed.attempts, 1);
+        assert_eq!(executed.state.version, 3);
+    }
+
+    #[tokio::test]
+    async fn several_commands_are_one_append_with_the_events_of_each_in_order() {
+        let (a, _) = two_repositories().await;
+        let executed = a
+            .execute_all(
+                "c1",
+                &ctx(),
+                Expect::Any,
+                vec![submit(), start_validation()],
+            )
+            .await
+            .unwrap();
+        let types: Vec<_> = executed
+            .events
+            .iter()
+            .map(certledger_proto::codec::EventCodec::event_type)
+            .collect();
+        assert_eq!(types, ["ApplicationSubmitted", "ValidationStarted"]);
+        assert_eq!(executed.state.version, 3);
+        let stored = a.read("c1").await.unwrap();
+        assert_eq!(stored.len(), 3);
+        // One transaction: consecutive positions of one append.
+        assert_eq!(executed.positions.len(), 2);
+        // A refusal of any command appends nothing.
+        let err = a
+            .execute_all("c1", &ctx(), Expect::Any, vec![cancel(), submit()])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RepositoryError::Domain(_)), "{err:?}");
+        assert_eq!(a.read("c1").await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded() {
+        let log = certledger_eventlog::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let repo = CertificateRepository::new(log.clone()).with_cache_capacity(2);
+        for id in ["c1", "c2", "c3"] {
+            repo.execute(id, &ctx(), Expect::Any, place(id))
+                .await
+                .unwrap();
+        }
+        assert_eq!(repo.cache().len(), 2);
+        assert_eq!(repo.cache().capacity(), 2);
+        assert!(
+            repo.cache().get("c1").is_none(),
+            "the least recently used goes"
+        );
+        // An evicted certificate is read whole again.
+        let loaded = repo.load("c1", None).await.unwrap();
+        assert_eq!(loaded.state.version, 1);
+        assert_eq!(repo.cache().len(), 2);
+
+        // Without a cache everything still works, from the log.
+        let repo = CertificateRepository::new(log).with_cache_capacity(0);
+        let executed = run(&repo, cancel()).await.unwrap();
+        assert_eq!(executed.state.version, 2);
+        assert!(repo.cache().is_empty());
+        assert_eq!(repo.load("c1", None).await.unwrap().state.version, 2);
+    }
 }

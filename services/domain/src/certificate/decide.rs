@@ -34,6 +34,27 @@ use crate::validate;
 /// The deployment steps a `DeploymentFailed` may name.
 pub const DEPLOYMENT_STEPS: [&str; 4] = ["write", "reload", "verify", "webhook"];
 
+/// Decides several commands in turn, each on the state the events of the ones before it
+/// lead to: all their events, in order, or the first refusal. The events are exactly
+/// those that deciding and appending the commands one after the other would record; a
+/// service uses it to record steps it takes at once in one append.
+pub fn decide_all(
+    commands: &[CertificateCommand],
+    state: &CertificateState,
+) -> Result<Vec<Event>, DomainError> {
+    if let [command] = commands {
+        return decide(command, state);
+    }
+    let mut state = state.clone();
+    let mut events = Vec::new();
+    for command in commands {
+        let decided = decide(command, &state)?;
+        state = decided.iter().fold(state, super::evolve::evolve);
+        events.extend(decided);
+    }
+    Ok(events)
+}
+
 /// Decides which events a command produces on a certificate, or why it is refused.
 pub fn decide(
     command: &CertificateCommand,

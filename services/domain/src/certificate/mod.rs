@@ -10,7 +10,7 @@ mod schedule;
 mod state;
 
 pub use command::*;
-pub use decide::{DEPLOYMENT_STEPS, decide, revocation_reason_allowed};
+pub use decide::{DEPLOYMENT_STEPS, decide, decide_all, revocation_reason_allowed};
 pub use evolve::{evolve, evolve_wrapped, fold, fold_from};
 pub use invariants::invariants;
 pub use policy::{
