@@ -287,6 +287,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Vec<Figure>> {
         let storage = Storage::new(backend).await?;
         let platform = Platform::start(&storage).await?;
         let watcher = Watcher::spawn(&platform.projector);
+        let before = platform.counts.snapshot();
         let load = drive(
             &platform.order_url,
             n,
@@ -295,6 +296,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Vec<Figure>> {
             "issued and in the inventory",
         )
         .await?;
+        let counted = platform.counts.snapshot().since(&before);
         platform.stop().await;
         drop(storage);
         let p50 = percentile_ms(&load.latencies, 50.0);
@@ -303,6 +305,18 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Vec<Figure>> {
             "  {:.0} certificates/s, p50 {p50:.1} ms, p99 {p99:.1} ms (missed changes read back: {})",
             load.rate(),
             watcher.lagged.load(Ordering::Relaxed)
+        ));
+        let per = |count: u64| count as f64 / n.max(1) as f64;
+        step(format!(
+            "  event log per certificate: {:.2} queries = {:.2} appends ({:.2} events, {:.3} conflicts) + {:.2} stream reads ({:.2} events read) + {:.2} log reads + {:.2} checkpoint/head calls",
+            per(counted.queries()),
+            per(counted.appends),
+            per(counted.events_appended),
+            per(counted.conflicts),
+            per(counted.stream_reads),
+            per(counted.stream_events_read),
+            per(counted.log_reads),
+            per(counted.bookkeeping),
         ));
         let name = backend_label(backend);
         let note = format!(
@@ -322,9 +336,27 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Vec<Figure>> {
         figures.push(
             Figure::new(SCENARIO, format!("{name} latency p99"), "ms")
                 .target("< 250")
-                .note(note)
+                .note(note.clone())
                 .sample(p99),
         );
+        let counted_note = format!(
+            "{note}; calls through the event log's API by every service of the run (a counting wrapper), divided by the certificates"
+        );
+        for (what, count) in [
+            ("event-log queries", counted.queries()),
+            ("event-log appends", counted.appends),
+            ("event-log stream reads", counted.stream_reads),
+        ] {
+            figures.push(
+                Figure::new(
+                    SCENARIO,
+                    format!("{name} {what} per certificate"),
+                    "calls/certificate",
+                )
+                .note(counted_note.clone())
+                .sample(per(count)),
+            );
+        }
     }
     Ok(figures)
 }

@@ -13,6 +13,7 @@
 //! the JSON report to `--json` (default `target/bench/certledger-bench.json`).
 
 mod append;
+mod counting;
 mod footprint;
 mod history;
 mod issuance;

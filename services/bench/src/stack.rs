@@ -23,6 +23,7 @@ use certledger_testkit::db::TestDb;
 use tokio_util::sync::CancellationToken;
 
 use crate::Backend;
+use crate::counting::{CountingLog, Counts};
 
 /// Where the databases live: a PostgreSQL schema (+ NATS) or SQLite files, both removed
 /// when dropped.
@@ -88,6 +89,8 @@ pub struct Platform {
     pub order_url: String,
     pub log: Arc<dyn EventLog>,
     pub projector: Arc<Projector>,
+    /// Calls made to the event log by every service of the platform.
+    pub counts: Arc<Counts>,
     shutdown: CancellationToken,
     services: Vec<RunningService>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -102,6 +105,7 @@ impl Platform {
         let log = open_log(&c.database_url, &c.pg_schema)
             .await
             .context("opening the event log")?;
+        let (log, counts) = CountingLog::wrap(log);
         let (source, relay) = open_source(
             log.clone(),
             c.nats_url.as_deref(),
@@ -164,6 +168,7 @@ impl Platform {
             order_url: order.url(),
             log,
             projector,
+            counts,
             shutdown,
             services: vec![order, issuance.service],
             tasks: vec![feeding],
