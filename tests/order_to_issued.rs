@@ -5,7 +5,7 @@
 
 use certledger_e2e::{Service, TestDb, args};
 use certledger_proto::common::v1::{
-    CertificateSpec, CertificateStatus, DomainSlotKind, DomainSlots, KeyAlgorithm, ValidationMethod,
+    CertificateSpec, CertificateStatus, DomainSlotKind, KeyAlgorithm, ValidationMethod,
 };
 use certledger_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
 use certledger_proto::issuance::v1::{ApproveApplicationRequest, GetCaChainRequest};
@@ -89,18 +89,7 @@ async fn start_platform(
 }
 
 fn spec(method: ValidationMethod, names: u32) -> CertificateSpec {
-    CertificateSpec {
-        issuer: "builtin".into(),
-        key_algorithm: KeyAlgorithm::EcdsaP256 as i32,
-        validity_days: 90,
-        domain_slots: Some(DomainSlots {
-            kind: DomainSlotKind::Multi as i32,
-            max_names: names,
-            allow_wildcards: false,
-        }),
-        validation_method: method as i32,
-        auto_renew: false,
-    }
+    certledger_testkit::certificate_spec(DomainSlotKind::Multi, names, method)
 }
 
 async fn place(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use certledger_projections::{DEFAULT_TENANT, ProjectionStore, Projector};
 use certledger_proto::common::v1::{
-    CertificateSpec, CertificateStatus, DomainSlotKind, DomainSlots, KeyAlgorithm, ValidationMethod,
+    CertificateSpec, CertificateStatus, DomainSlotKind, KeyAlgorithm, ValidationMethod,
 };
 use certledger_proto::order::v1::application::KeySource;
 use certledger_proto::order::v1::order_service_client::OrderServiceClient;
@@ -39,18 +39,7 @@ pub fn sizes(settings: &Settings) -> (usize, usize) {
 }
 
 pub fn spec() -> CertificateSpec {
-    CertificateSpec {
-        issuer: "builtin".into(),
-        key_algorithm: KeyAlgorithm::EcdsaP256 as i32,
-        validity_days: 90,
-        domain_slots: Some(DomainSlots {
-            kind: DomainSlotKind::Multi as i32,
-            max_names: 1,
-            allow_wildcards: false,
-        }),
-        validation_method: ValidationMethod::None as i32,
-        auto_renew: false,
-    }
+    certledger_testkit::certificate_spec(DomainSlotKind::Multi, 1, ValidationMethod::None)
 }
 
 /// Orders one certificate; returns its id.

@@ -12,7 +12,7 @@ use anyhow::{Context, ensure};
 use certledger_proto::auth::v1::token_service_client::TokenServiceClient;
 use certledger_proto::auth::v1::{CreateTokenRequest, RevokeTokenRequest};
 use certledger_proto::common::v1::{
-    CertificateSpec, DomainSlotKind, DomainSlots, KeyAlgorithm, Role, ValidationMethod,
+    CertificateSpec, DomainSlotKind, KeyAlgorithm, Role, ValidationMethod,
 };
 use certledger_proto::issuance::v1::ExportCertificateRequest;
 use certledger_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
@@ -258,16 +258,8 @@ async fn every_rpc_needs_credentials_and_its_permission() -> anyhow::Result<()> 
 async fn tenants_are_isolated_tokens_revoked_at_once_and_actors_recorded() -> anyhow::Result<()> {
     let running = start().await?;
     let spec = CertificateSpec {
-        issuer: "builtin".into(),
-        key_algorithm: KeyAlgorithm::EcdsaP256 as i32,
         validity_days: 30,
-        domain_slots: Some(DomainSlots {
-            kind: DomainSlotKind::Single as i32,
-            max_names: 0,
-            allow_wildcards: false,
-        }),
-        validation_method: ValidationMethod::None as i32,
-        auto_renew: false,
+        ..certledger_testkit::certificate_spec(DomainSlotKind::Single, 0, ValidationMethod::None)
     };
     let (token_id, operator) = create_token(&running, "default", &[Role::Operator]).await?;
     let mut orders = OrderServiceClient::new(running.channel.clone());

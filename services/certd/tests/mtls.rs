@@ -15,7 +15,7 @@ use certledger_proto::auth::v1::{
     IssueClientCertificateRequest, ListTokensRequest, RevokeTokenRequest, WhoAmIRequest,
 };
 use certledger_proto::common::v1::{
-    CertificateSpec, DomainSlotKind, DomainSlots, KeyAlgorithm, Role, ValidationMethod,
+    CertificateSpec, DomainSlotKind, KeyAlgorithm, Role, ValidationMethod,
 };
 use certledger_proto::issuance::v1::GetCaChainRequest;
 use certledger_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
@@ -157,16 +157,8 @@ fn bearer<T>(token: &str, message: T) -> anyhow::Result<Request<T>> {
 
 fn spec() -> CertificateSpec {
     CertificateSpec {
-        issuer: "builtin".into(),
-        key_algorithm: KeyAlgorithm::EcdsaP256 as i32,
         validity_days: 30,
-        domain_slots: Some(DomainSlots {
-            kind: DomainSlotKind::Single as i32,
-            max_names: 0,
-            allow_wildcards: false,
-        }),
-        validation_method: ValidationMethod::None as i32,
-        auto_renew: false,
+        ..certledger_testkit::certificate_spec(DomainSlotKind::Single, 0, ValidationMethod::None)
     }
 }
 

@@ -1109,7 +1109,7 @@ mod tests {
     use super::*;
     use certledger_ca::{CertificateUrls, IssuancePolicy};
     use certledger_domain::certificate::{Application, PlaceOrder};
-    use certledger_proto::common::v1::{CertificateSpec, DomainSlotKind, DomainSlots};
+    use certledger_proto::common::v1::{CertificateSpec, DomainSlotKind};
 
     use crate::ca::{CaSettings, open_ca};
 
@@ -1148,16 +1148,12 @@ mod tests {
                 certificate_id: id.into(),
                 tenant: "acme".into(),
                 spec: CertificateSpec {
-                    issuer: "builtin".into(),
-                    key_algorithm: KeyAlgorithm::EcdsaP256 as i32,
                     validity_days: 30,
-                    domain_slots: Some(DomainSlots {
-                        kind: DomainSlotKind::Multi as i32,
-                        max_names: 1,
-                        allow_wildcards: false,
-                    }),
-                    validation_method: ValidationMethod::None as i32,
-                    auto_renew: false,
+                    ..certledger_testkit::certificate_spec(
+                        DomainSlotKind::Multi,
+                        1,
+                        ValidationMethod::None,
+                    )
                 },
                 application: Some(Application {
                     domains: vec!["once.example.com".into()],

@@ -17,8 +17,8 @@ use certledger_issuance::ca::{CaSettings, OpenedCa, open_ca};
 use certledger_issuance::{IssuanceSetup, IssuerSettings, StartedIssuance};
 use certledger_order::OrderSetup;
 use certledger_proto::common::v1::{
-    CertificateSpec, CertificateStatus, DomainSlotKind, DomainSlots, KeyAlgorithm,
-    RevocationReason, ValidationMethod,
+    CertificateSpec, CertificateStatus, DomainSlotKind, KeyAlgorithm, RevocationReason,
+    ValidationMethod,
 };
 use certledger_proto::order::v1::order_service_client::OrderServiceClient;
 use certledger_proto::order::v1::{
@@ -156,18 +156,7 @@ async fn start_revocation_with(
 }
 
 fn spec() -> CertificateSpec {
-    CertificateSpec {
-        issuer: "builtin".into(),
-        key_algorithm: KeyAlgorithm::EcdsaP256 as i32,
-        validity_days: 90,
-        domain_slots: Some(DomainSlots {
-            kind: DomainSlotKind::Multi as i32,
-            max_names: 3,
-            allow_wildcards: false,
-        }),
-        validation_method: ValidationMethod::None as i32,
-        auto_renew: false,
-    }
+    certledger_testkit::certificate_spec(DomainSlotKind::Multi, 3, ValidationMethod::None)
 }
 
 fn as_tenant<T>(tenant: &str, message: T) -> tonic::Request<T> {

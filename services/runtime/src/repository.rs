@@ -792,7 +792,7 @@ mod tests {
         Application, CancelOrder, KeySource, PlaceOrder, StartValidation, Status, SubmitApplication,
     };
     use certledger_proto::common::v1::{
-        CertificateSpec, DomainSlotKind, DomainSlots, KeyAlgorithm, ValidationMethod,
+        CertificateSpec, DomainSlotKind, KeyAlgorithm, ValidationMethod,
     };
 
     fn ctx() -> CallContext {
@@ -807,16 +807,12 @@ mod tests {
             certificate_id: id.into(),
             tenant: "acme".into(),
             spec: CertificateSpec {
-                issuer: "builtin".into(),
-                key_algorithm: KeyAlgorithm::EcdsaP256 as i32,
                 validity_days: 0,
-                domain_slots: Some(DomainSlots {
-                    kind: DomainSlotKind::Multi as i32,
-                    max_names: 3,
-                    allow_wildcards: false,
-                }),
-                validation_method: ValidationMethod::Approval as i32,
-                auto_renew: false,
+                ..certledger_testkit::certificate_spec(
+                    DomainSlotKind::Multi,
+                    3,
+                    ValidationMethod::Approval,
+                )
             },
             application: None,
             predecessor_id: None,

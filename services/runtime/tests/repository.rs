@@ -8,22 +8,14 @@ use certledger_domain::certificate::{Application, KeySource};
 use certledger_domain::certificate::{CancelOrder, PlaceOrder, Status, SubmitApplication};
 use certledger_eventlog::{ExpectedVersion, Metadata, NewEvent};
 use certledger_proto::common::v1::{
-    CertificateSpec, DomainSlotKind, DomainSlots, KeyAlgorithm, ValidationMethod,
+    CertificateSpec, DomainSlotKind, KeyAlgorithm, ValidationMethod,
 };
 use certledger_runtime::{CallContext, CertificateRepository, Expect, RepositoryError};
 
 fn spec() -> CertificateSpec {
     CertificateSpec {
-        issuer: "builtin".into(),
-        key_algorithm: KeyAlgorithm::EcdsaP256 as i32,
         validity_days: 0,
-        domain_slots: Some(DomainSlots {
-            kind: DomainSlotKind::Multi as i32,
-            max_names: 3,
-            allow_wildcards: false,
-        }),
-        validation_method: ValidationMethod::Approval as i32,
-        auto_renew: false,
+        ..certledger_testkit::certificate_spec(DomainSlotKind::Multi, 3, ValidationMethod::Approval)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Test support shared by the crates' integration tests: real `nats-server` processes
 //! (single node or a three-node JetStream cluster) on free loopback ports, each with its
 //! own storage directory, waiting on a condition with a deadline instead of sleeping, an
-//! HTTP-01 challenge server, and the `openssl` command.
+//! HTTP-01 challenge server, the `openssl` command, and the certificate specification
+//! most tests order.
 
 pub mod challenge;
 pub mod db;
@@ -10,11 +11,36 @@ pub mod openssl;
 pub use challenge::ChallengeServer;
 
 use anyhow::{Context, bail};
+use certledger_proto::common::v1::{
+    CertificateSpec, DomainSlotKind, DomainSlots, KeyAlgorithm, ValidationMethod,
+};
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The specification tests order unless they say otherwise: the built-in issuer, ECDSA
+/// P-256, 90 days, up to `max_names` names of `kind` without wildcards, `method`
+/// validation, no auto-renew. Change a field with struct update syntax.
+pub fn certificate_spec(
+    kind: DomainSlotKind,
+    max_names: u32,
+    method: ValidationMethod,
+) -> CertificateSpec {
+    CertificateSpec {
+        issuer: "builtin".into(),
+        key_algorithm: KeyAlgorithm::EcdsaP256 as i32,
+        validity_days: 90,
+        domain_slots: Some(DomainSlots {
+            kind: kind as i32,
+            max_names,
+            allow_wildcards: false,
+        }),
+        validation_method: method as i32,
+        auto_renew: false,
+    }
+}
 
 /// A port nobody listens on right now.
 pub fn free_port() -> anyhow::Result<u16> {

@@ -15,7 +15,7 @@ use certledger_issuance::ca::{CaSettings, open_ca};
 use certledger_issuance::{IssuanceSetup, IssuerSettings, StartedIssuance};
 use certledger_order::{CertificateList, OrderSetup, RenewalSetup};
 use certledger_proto::common::v1::{
-    CertificateSpec, CertificateStatus, DomainSlotKind, DomainSlots, KeyAlgorithm, ValidationMethod,
+    CertificateSpec, CertificateStatus, DomainSlotKind, KeyAlgorithm, ValidationMethod,
 };
 use certledger_proto::deployment::v1::deployment_service_client::DeploymentServiceClient;
 use certledger_proto::deployment::v1::{
@@ -172,18 +172,7 @@ pub fn as_tenant<T>(tenant: &str, message: T) -> tonic::Request<T> {
 }
 
 pub fn spec(method: ValidationMethod) -> CertificateSpec {
-    CertificateSpec {
-        issuer: "builtin".into(),
-        key_algorithm: KeyAlgorithm::EcdsaP256 as i32,
-        validity_days: 90,
-        domain_slots: Some(DomainSlots {
-            kind: DomainSlotKind::Multi as i32,
-            max_names: 3,
-            allow_wildcards: false,
-        }),
-        validation_method: method as i32,
-        auto_renew: false,
-    }
+    certledger_testkit::certificate_spec(DomainSlotKind::Multi, 3, method)
 }
 
 impl Stack {

@@ -15,7 +15,7 @@ use certledger_issuance::http01::Http01Settings;
 use certledger_issuance::{IssuanceSetup, IssuerSettings, RetryPolicy, StartedIssuance};
 use certledger_order::OrderSetup;
 use certledger_proto::common::v1::{
-    CertificateSpec, CertificateStatus, DomainSlotKind, DomainSlots, KeyAlgorithm, ValidationMethod,
+    CertificateSpec, CertificateStatus, DomainSlotKind, KeyAlgorithm, ValidationMethod,
 };
 use certledger_proto::issuance::v1::issuance_service_client::IssuanceServiceClient;
 use certledger_proto::order::v1::order_service_client::OrderServiceClient;
@@ -186,16 +186,8 @@ pub async fn start_stack_with(
 
 pub fn spec(method: ValidationMethod, algorithm: KeyAlgorithm, max_names: u32) -> CertificateSpec {
     CertificateSpec {
-        issuer: "builtin".into(),
         key_algorithm: algorithm as i32,
-        validity_days: 90,
-        domain_slots: Some(DomainSlots {
-            kind: DomainSlotKind::Multi as i32,
-            max_names,
-            allow_wildcards: false,
-        }),
-        validation_method: method as i32,
-        auto_renew: false,
+        ..certledger_testkit::certificate_spec(DomainSlotKind::Multi, max_names, method)
     }
 }
 

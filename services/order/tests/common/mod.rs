@@ -11,7 +11,7 @@ use std::time::Duration;
 use certledger_eventstream::consumer::EventSource;
 use certledger_order::{CertificateList, OrderSetup, start};
 use certledger_proto::common::v1::{
-    CertificateSpec, DomainSlotKind, DomainSlots, KeyAlgorithm, ValidationMethod,
+    CertificateSpec, DomainSlotKind, KeyAlgorithm, ValidationMethod,
 };
 use certledger_proto::order::v1::order_service_client::OrderServiceClient;
 use certledger_proto::order::v1::{Application, application::KeySource};
@@ -64,20 +64,7 @@ pub async fn start_order(db: &TestDb) -> OrderUnderTest {
     OrderUnderTest { service, client }
 }
 
-pub fn spec(kind: DomainSlotKind, max_names: u32, method: ValidationMethod) -> CertificateSpec {
-    CertificateSpec {
-        issuer: "builtin".into(),
-        key_algorithm: KeyAlgorithm::EcdsaP256 as i32,
-        validity_days: 90,
-        domain_slots: Some(DomainSlots {
-            kind: kind as i32,
-            max_names,
-            allow_wildcards: false,
-        }),
-        validation_method: method as i32,
-        auto_renew: false,
-    }
-}
+pub use certledger_testkit::certificate_spec as spec;
 
 pub fn multi(max: u32) -> CertificateSpec {
     spec(DomainSlotKind::Multi, max, ValidationMethod::Approval)

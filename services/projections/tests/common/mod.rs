@@ -19,8 +19,8 @@ use certledger_projections::{
 };
 use certledger_proto::codec::{CURRENT_SCHEMA_VERSION, EventCodec};
 use certledger_proto::common::v1::{
-    CertificateSpec, DomainSlotKind, DomainSlots, Failure, FailureCode, KeyAlgorithm,
-    RevocationReason, Subject, ValidationMethod,
+    CertificateSpec, DomainSlotKind, Failure, FailureCode, KeyAlgorithm, RevocationReason, Subject,
+    ValidationMethod,
 };
 use certledger_proto::events::v1::crl_event::Event as CrlEvent;
 use certledger_proto::events::v1::target_registered::Kind;
@@ -336,16 +336,9 @@ pub fn hex64(byte: u8) -> String {
 
 fn spec(auto_renew: bool, validity_days: u32) -> CertificateSpec {
     CertificateSpec {
-        issuer: "builtin".into(),
-        key_algorithm: KeyAlgorithm::EcdsaP256 as i32,
         validity_days,
-        domain_slots: Some(DomainSlots {
-            kind: DomainSlotKind::Multi as i32,
-            max_names: 5,
-            allow_wildcards: false,
-        }),
-        validation_method: ValidationMethod::Http01 as i32,
         auto_renew,
+        ..certledger_testkit::certificate_spec(DomainSlotKind::Multi, 5, ValidationMethod::Http01)
     }
 }
 
