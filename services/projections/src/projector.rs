@@ -37,6 +37,7 @@ use certledger_eventlog::{EventLog, RecordedEvent};
 use certledger_eventstream::consumer::{
     ConsumerSettings, EventSource, Filter, Handler, HandlerError,
 };
+use certledger_runtime::stream_cache::BoundedMap;
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -131,42 +132,8 @@ pub struct Progress {
     pub finished: bool,
 }
 
-/// Bounded map of stream views (least recently used are evicted, a tenth at a time).
-pub(crate) struct ViewCache {
-    map: HashMap<String, (Arc<StreamView>, u64)>,
-    tick: u64,
-    capacity: usize,
-}
-
-impl ViewCache {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            map: HashMap::new(),
-            tick: 0,
-            capacity: capacity.max(1),
-        }
-    }
-
-    fn get(&mut self, stream_id: &str) -> Option<Arc<StreamView>> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.map.get_mut(stream_id).map(|(v, t)| {
-            *t = tick;
-            v.clone()
-        })
-    }
-
-    fn put(&mut self, stream_id: &str, view: Arc<StreamView>) {
-        self.tick += 1;
-        self.map.insert(stream_id.to_owned(), (view, self.tick));
-        if self.map.len() > self.capacity {
-            let mut ticks: Vec<u64> = self.map.values().map(|(_, t)| *t).collect();
-            ticks.sort_unstable();
-            let cut = ticks[(self.capacity / 10).min(ticks.len() - 1)];
-            self.map.retain(|_, (_, t)| *t > cut);
-        }
-    }
-}
+/// Stream views by stream id, the least recently used forgotten first.
+pub(crate) type ViewCache = BoundedMap<Arc<StreamView>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -224,7 +191,7 @@ impl Projector {
             policy: RowPolicy {
                 renewal_window: config.renewal_window,
             },
-            cache: Mutex::new(ViewCache::new(config.cache_capacity)),
+            cache: Mutex::new(ViewCache::new(config.cache_capacity.max(1))),
             store,
             log,
             config,
@@ -305,7 +272,7 @@ impl Projector {
     ) -> Result<u64, ProjectionError> {
         self.reset(models).await?;
         // A cache of its own: the shared one holds views ahead of the replay.
-        let cache = Mutex::new(ViewCache::new(self.config.cache_capacity));
+        let cache = Mutex::new(ViewCache::new(self.config.cache_capacity.max(1)));
         self.catch_up_with(models, &cache, progress).await
     }
 
@@ -478,20 +445,21 @@ impl Projector {
         }
         let base = lock_cache(cache)
             .get(&event.stream_id)
-            .filter(|v| v.version() <= n);
+            .filter(|v| v.version() <= n)
+            .cloned();
         if let Some(b) = &base {
             if b.version() == n {
                 return Ok(b.clone());
             }
             if b.version() + 1 == n {
                 let view = Arc::new((**b).clone().apply(event, decoded));
-                lock_cache(cache).put(&event.stream_id, view.clone());
+                lock_cache(cache).insert(&event.stream_id, view.clone());
                 return Ok(view);
             }
         }
         if base.is_none() && n == 1 {
             let view = Arc::new(StreamView::empty(&event.stream_id).apply(event, decoded));
-            lock_cache(cache).put(&event.stream_id, view.clone());
+            lock_cache(cache).insert(&event.stream_id, view.clone());
             return Ok(view);
         }
         // A miss or a gap: fold what is missing from the log.
@@ -532,7 +500,7 @@ impl Projector {
             )));
         }
         let view = Arc::new(view);
-        lock_cache(cache).put(&event.stream_id, view.clone());
+        lock_cache(cache).insert(&event.stream_id, view.clone());
         Ok(view)
     }
 
@@ -691,28 +659,5 @@ impl Handler for Projector {
         self.apply_live_batch(events)
             .await
             .map_err(|error| self.handler_error(error, &format!("a batch of {}", events.len())))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cache_evicts_least_recently_used() {
-        let mut cache = ViewCache::new(10);
-        for i in 0..10 {
-            cache.put(
-                &format!("other-{i}"),
-                Arc::new(StreamView::Other { version: i }),
-            );
-        }
-        // Touch the first so that it survives.
-        assert!(cache.get("other-0").is_some());
-        cache.put("other-10", Arc::new(StreamView::Other { version: 10 }));
-        assert!(cache.map.len() <= 10);
-        assert!(cache.get("other-0").is_some());
-        assert!(cache.get("other-1").is_none());
-        assert!(cache.get("other-10").is_some());
     }
 }
