@@ -71,24 +71,18 @@ where
     }
 }
 
-async fn wait_for_port(port: u16, deadline: Duration) -> anyhow::Result<()> {
-    eventually(
-        deadline,
-        &format!("a listener on 127.0.0.1:{port}"),
-        || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        },
-    )
-    .await
-}
-
 fn nats_server_binary() -> PathBuf {
     std::env::var_os("NATS_SERVER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+/// `base` made unique in this process (server names tell our server from another one
+/// that took the same port).
+fn unique_name(base: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{base}-{}-{n}", std::process::id())
 }
 
 /// One `nats-server -js` process; killed when dropped.
@@ -103,22 +97,83 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// A single JetStream node with its own store directory.
+    /// A single JetStream node with its own store directory. A free port can be taken by
+    /// a parallel test between choosing it and binding it; then this tries another.
     pub async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        let mut server = Self {
-            child: None,
-            port,
-            cluster_port: None,
-            name: format!("n{port}"),
-            store: dir.path().join("store"),
-            args: vec![],
-            _dir: dir,
+        let mut failure = None;
+        for _ in 0..5 {
+            let dir = tempfile::tempdir()?;
+            let port = free_port()?;
+            let mut server = Self {
+                child: None,
+                port,
+                cluster_port: None,
+                name: unique_name(&format!("n{port}")),
+                store: dir.path().join("store"),
+                args: vec![],
+                _dir: dir,
+            };
+            server.spawn()?;
+            match server.wait_until_serving(Duration::from_secs(10)).await {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    server.kill();
+                    failure = Some(e);
+                }
+            }
+        }
+        Err(failure.unwrap_or_else(|| anyhow::anyhow!("nats-server did not start")))
+    }
+
+    /// Waits until this process (not another one on the same port) answers clients: it
+    /// is still running and its INFO line carries its own server name.
+    async fn wait_until_serving(&mut self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "nats-server {} exited at start ({status}); was port {} taken?",
+                    self.name,
+                    self.port
+                );
+            }
+            if self.says_its_name().await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "nats-server {} is not serving on 127.0.0.1:{} after {within:?}",
+                    self.name,
+                    self.port
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the listener on the port is this server (its INFO names it).
+    async fn says_its_name(&self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let expected = format!("\"server_name\":\"{}\"", self.name);
+        let read_info = async {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+            let mut info = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !info.ends_with(b"\r\n") && info.len() < 16 * 1024 {
+                let n = stream.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                info.extend_from_slice(&buf[..n]);
+            }
+            std::io::Result::Ok(info)
         };
-        server.spawn()?;
-        wait_for_port(port, Duration::from_secs(10)).await?;
-        Ok(server)
+        match tokio::time::timeout(Duration::from_secs(1), read_info).await {
+            Ok(Ok(info)) => String::from_utf8_lossy(&info).contains(&expected),
+            _ => false,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -161,7 +216,7 @@ impl NatsServer {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         self.spawn()?;
-        wait_for_port(self.port, Duration::from_secs(10)).await
+        self.wait_until_serving(Duration::from_secs(10)).await
     }
 
     pub fn is_running(&self) -> bool {
@@ -214,8 +269,8 @@ impl NatsCluster {
             node.spawn()?;
             nodes.push(node);
         }
-        for node in &nodes {
-            wait_for_port(node.port, Duration::from_secs(10)).await?;
+        for node in &mut nodes {
+            node.wait_until_serving(Duration::from_secs(10)).await?;
         }
         Ok(Self { nodes })
     }
