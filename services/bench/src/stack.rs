@@ -47,7 +47,8 @@ impl Storage {
     }
 
     /// certd's command line for this storage (data directory, database, NATS, schemas,
-    /// any free ports, no dashboard, validation NONE allowed).
+    /// any free ports, no dashboard, validation NONE allowed, no authentication: the
+    /// bench's clients hold no token, and it measures the pipeline, not token checks).
     pub fn certd_args(&self) -> Vec<String> {
         let mut args: Vec<String> = [
             "--data-dir",
@@ -57,6 +58,7 @@ impl Storage {
             "--http-listen",
             "off",
             "--allow-no-validation",
+            "--insecure-no-auth",
         ]
         .iter()
         .map(|s| (*s).to_owned())
