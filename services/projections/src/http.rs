@@ -26,7 +26,7 @@ use axum::middleware::{self, Next};
 use axum::routing::get;
 use certledger_eventlog::EventLog;
 use certledger_eventstream::relay::RelayStats;
-use certledger_runtime::auth::{Authenticator, Permission};
+use certledger_runtime::auth::{Authenticator, Permission, Principal};
 use chrono::{DateTime, TimeDelta, Utc};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
@@ -261,8 +261,8 @@ fn is_page(path: &str) -> bool {
 /// The request's token as an `authorization` header: the header itself, else the
 /// sign-in cookie.
 fn credentials(headers: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::new();
     if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let mut out = HeaderMap::new();
         out.insert(header::AUTHORIZATION, v.clone());
         return out;
     }
@@ -274,10 +274,41 @@ fn credentials(headers: &HeaderMap) -> HeaderMap {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == TOKEN_COOKIE)
         .map(|(_, value)| value);
-    if let Some(value) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+    token.map(bearer).unwrap_or_default()
+}
+
+/// `authorization: Bearer <token>` (empty if the token cannot be a header value).
+fn bearer(token: &str) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
         out.insert(header::AUTHORIZATION, value);
     }
     out
+}
+
+/// The caller of `headers` if it may read: the one check of the HTTP side. Refusals
+/// are (status, message).
+async fn reader(
+    auth: &Authenticator,
+    headers: &HeaderMap,
+) -> Result<Principal, (StatusCode, String)> {
+    let principal = match auth.authenticate(headers).await {
+        Ok(p) => p,
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            return Err((StatusCode::UNAUTHORIZED, status.message().to_owned()));
+        }
+        Err(status) => {
+            tracing::warn!(error = %status.message(), "reading the token registry failed");
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the token registry could not be read; try again".to_owned(),
+            ));
+        }
+    };
+    principal
+        .require(Permission::Read)
+        .map_err(|status| (StatusCode::FORBIDDEN, status.message().to_owned()))?;
+    Ok(principal)
 }
 
 fn refused(path: &str, status: StatusCode, message: &str) -> Response<Body> {
@@ -309,23 +340,10 @@ async fn authenticate(
         return next.run(request).await;
     };
     let path = request.uri().path().to_owned();
-    let principal = match auth.authenticate(&credentials(request.headers())).await {
+    let principal = match reader(auth, &credentials(request.headers())).await {
         Ok(p) => p,
-        Err(status) if status.code() == tonic::Code::Unauthenticated => {
-            return refused(&path, StatusCode::UNAUTHORIZED, status.message());
-        }
-        Err(status) => {
-            tracing::warn!(error = %status.message(), "reading the token registry failed");
-            return refused(
-                &path,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the token registry could not be read; try again",
-            );
-        }
+        Err((status, message)) => return refused(&path, status, &message),
     };
-    if let Err(status) = principal.require(Permission::Read) {
-        return refused(&path, StatusCode::FORBIDDEN, status.message());
-    }
     if path == "/metrics" && principal.tenant != DEFAULT_TENANT {
         return refused(
             &path,
@@ -378,31 +396,17 @@ async fn login(State(s): State<Arc<AppState>>, body: axum::body::Bytes) -> Respo
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.trim().to_owned())
         .unwrap_or_default();
-    let mut headers = HeaderMap::new();
-    match HeaderValue::from_str(&format!("Bearer {token}")) {
-        Ok(v) if !token.is_empty() => {
-            headers.insert(header::AUTHORIZATION, v);
-        }
-        _ => {
-            return html_page(
-                StatusCode::BAD_REQUEST,
-                html::login(Some(
-                    "field token: paste an API token (clt.<tenant>.<id>.<secret>)",
-                )),
-            );
-        }
+    let headers = bearer(&token);
+    if token.is_empty() || headers.is_empty() {
+        return html_page(
+            StatusCode::BAD_REQUEST,
+            html::login(Some(
+                "field token: paste an API token (clt.<tenant>.<id>.<secret>)",
+            )),
+        );
     }
-    let principal = match auth.authenticate(&headers).await {
-        Ok(p) => p,
-        Err(status) => {
-            return html_page(
-                StatusCode::UNAUTHORIZED,
-                html::login(Some(status.message())),
-            );
-        }
-    };
-    if let Err(status) = principal.require(Permission::Read) {
-        return html_page(StatusCode::FORBIDDEN, html::login(Some(status.message())));
+    if let Err((status, message)) = reader(auth, &headers).await {
+        return html_page(status, html::login(Some(&message)));
     }
     // Over HTTPS the browser must never send it in the clear.
     let secure = if auth.server_tls().is_some() {

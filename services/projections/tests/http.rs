@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use certledger_domain::access::{RevokeToken, TokenCommand};
-use certledger_eventlog::Metadata;
 use certledger_projections::{HttpConfig, HttpServer};
 use certledger_proto::common::v1::Role;
 use certledger_runtime::auth::Authenticator;
@@ -285,11 +284,17 @@ struct Server {
 }
 
 async fn serve(db: &TestDb, running: &Running) -> anyhow::Result<Server> {
+    start_server(
+        HttpServer::new(db.store.clone(), db.log.clone(), HttpConfig::default())
+            .with_projector_stats(running.projector.stats()),
+    )
+    .await
+}
+
+async fn start_server(server: HttpServer) -> anyhow::Result<Server> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let shutdown = CancellationToken::new();
-    let server = HttpServer::new(db.store.clone(), db.log.clone(), HttpConfig::default())
-        .with_projector_stats(running.projector.stats());
     let task = tokio::spawn(server.serve(listener, shutdown.clone().cancelled_owned()));
     Ok(Server {
         port,
@@ -680,13 +685,7 @@ async fn every_route_but_health_and_sign_in_needs_a_token() -> anyhow::Result<()
     write_scenario(&db.log).await?;
     wait_caught_up(&db.log, &db.store).await?;
     let auth = Authenticator::new(db.log.clone(), certledger_runtime::clock::system());
-    let admin = Metadata {
-        tenant: TENANT.into(),
-        correlation_id: None,
-        causation_id: None,
-        actor: "test".into(),
-        trace_context: None,
-    };
+    let admin = metadata(TENANT, "test");
     let (viewer_record, viewer) = auth
         .create(TENANT, "dashboard", vec![Role::Viewer], 30, &admin)
         .await?;
@@ -695,14 +694,12 @@ async fn every_route_but_health_and_sign_in_needs_a_token() -> anyhow::Result<()
         .await?;
     let viewer = viewer.expose();
     let other = other.expose();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(
+    let server = start_server(
         HttpServer::new(db.store.clone(), db.log.clone(), HttpConfig::default())
-            .with_auth(Some(auth.clone()))
-            .serve(listener, shutdown.clone().cancelled_owned()),
-    );
+            .with_auth(Some(auth.clone())),
+    )
+    .await?;
+    let port = server.port;
     let bearer = |t: &str| format!("Bearer {t}");
 
     // Health and the sign-in form are open.
@@ -813,8 +810,8 @@ async fn every_route_but_health_and_sign_in_needs_a_token() -> anyhow::Result<()
             .is_some_and(|c| c.contains("Max-Age=0"))
     );
 
-    shutdown.cancel();
-    task.await??;
+    server.shutdown.cancel();
+    server.task.await??;
     running.stop().await?;
     Ok(())
 }
@@ -832,24 +829,16 @@ async fn with_the_servers_tls_identity_the_http_side_speaks_https() -> anyhow::R
         Some(ServerTls::from_pem(cert, key, None)?),
         None,
     );
-    let admin = Metadata {
-        tenant: TENANT.into(),
-        correlation_id: None,
-        causation_id: None,
-        actor: "test".into(),
-        trace_context: None,
-    };
+    let admin = metadata(TENANT, "test");
     let (_, token) = auth
         .create(TENANT, "reader", vec![Role::Viewer], 30, &admin)
         .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(
+    let server = start_server(
         HttpServer::new(db.store.clone(), db.log.clone(), HttpConfig::default())
-            .with_auth(Some(auth))
-            .serve(listener, shutdown.clone().cancelled_owned()),
-    );
+            .with_auth(Some(auth)),
+    )
+    .await?;
+    let port = server.port;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("ca.pem"), &ca_pem)?;
 
@@ -892,8 +881,8 @@ async fn with_the_servers_tls_identity_the_http_side_speaks_https() -> anyhow::R
     // Plain HTTP gets no answer.
     assert!(get(port, "/healthz", &[]).await.is_err());
 
-    shutdown.cancel();
-    task.await??;
+    server.shutdown.cancel();
+    server.task.await??;
     Ok(())
 }
 

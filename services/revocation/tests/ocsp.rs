@@ -200,19 +200,7 @@ fn ocsp_get_requests_and_cache_headers() {
         assert!(resp.header("expires").is_some());
         let resp_path = ca.path("resp.der");
         write(&resp_path, &resp.body);
-        let out = run_ok(
-            openssl()
-                .args(["ocsp", "-respin"])
-                .arg(&resp_path)
-                .arg("-issuer")
-                .arg(&ca.intermediate_pem)
-                .arg("-cert")
-                .arg(&leaf_pem)
-                .arg("-CAfile")
-                .arg(&ca.chain_pem)
-                .arg("-no_nonce")
-                .arg("-resp_text"),
-        );
+        let out = read_response(&ca, &resp_path, &leaf_pem);
         assert!(
             out.contains(&format!("{}: good", leaf_pem.display())),
             "{out}"
@@ -345,6 +333,24 @@ fn slow_clients_are_disconnected_and_others_still_served() {
     assert_eq!(resp.status, 200);
 }
 
+/// What `openssl ocsp` makes of the DER response in `response` about `leaf` (it checks
+/// the signature against the CA chain).
+fn read_response(ca: &TestCa, response: &Path, leaf: &Path) -> String {
+    run_ok(
+        openssl()
+            .args(["ocsp", "-respin"])
+            .arg(response)
+            .arg("-issuer")
+            .arg(&ca.intermediate_pem)
+            .arg("-cert")
+            .arg(leaf)
+            .arg("-CAfile")
+            .arg(&ca.chain_pem)
+            .arg("-no_nonce")
+            .arg("-resp_text"),
+    )
+}
+
 /// The DER request `openssl ocsp` would send for `leaf` (with or without a nonce).
 fn request_der(ca: &TestCa, leaf: &Path, nonce: bool, name: &str) -> Vec<u8> {
     let out = ca.path(name);
@@ -400,18 +406,7 @@ fn signed_answers_are_reused_only_while_fresh_nonce_free_and_still_true() {
         certledger_revocation::CertStatus::Revoked { .. }
     ));
     write(&ca.path("revoked.der"), &revoked.der);
-    let out = run_ok(
-        openssl()
-            .args(["ocsp", "-respin"])
-            .arg(ca.path("revoked.der"))
-            .arg("-issuer")
-            .arg(&ca.intermediate_pem)
-            .arg("-cert")
-            .arg(&leaf_pem)
-            .arg("-CAfile")
-            .arg(&ca.chain_pem)
-            .arg("-no_nonce"),
-    );
+    let out = read_response(&ca, &ca.path("revoked.der"), &leaf_pem);
     assert!(
         out.contains("revoked") && out.contains("Response verify OK"),
         "{out}"

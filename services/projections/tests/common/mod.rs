@@ -162,7 +162,7 @@ pub struct Writer {
     pub log: Arc<dyn EventLog>,
 }
 
-fn metadata(tenant: &str, actor: &str) -> Metadata {
+pub fn metadata(tenant: &str, actor: &str) -> Metadata {
     Metadata {
         tenant: tenant.to_owned(),
         correlation_id: Some(uuid::Uuid::now_v7()),
