@@ -3,7 +3,7 @@
 //! and the in-process "new events" notifier.
 //!
 //! A backend only has to run one transaction for a batch of independent append requests
-//! ([`Backend::append_transaction`]): lock, read the heads of the streams involved and
+//! ([`Backend::try_append`]): lock, read the heads of the streams involved and
 //! the event ids that already exist, [`plan`], insert the planned rows, commit. The plan
 //! refuses individual requests (conflict, duplicate id) without failing the others, so
 //! the same code serves a single `append` and a group commit of many callers.
@@ -278,7 +278,7 @@ pub(crate) fn plan(
 /// After a unique violation on (stream_id, stream_version): the first stream whose
 /// version moved under us, as a conflict (`before` = heads the plan used, `now` = heads
 /// re-read after the failed transaction).
-pub(crate) fn conflict_after_race(
+fn conflict_after_race(
     batch: &[&[StreamAppend]],
     before: &HashMap<String, Head>,
     now: &HashMap<String, Head>,
@@ -298,16 +298,112 @@ pub(crate) fn conflict_after_race(
     })
 }
 
-/// One transaction for a batch of independent, validated append requests.
+/// Why a backend's append transaction failed: a unique violation (a writer that bypassed
+/// the append lock) is classified after the rollback with [`classify_unique_violation`].
+pub(crate) enum TxFailure {
+    Append(AppendError),
+    Unique {
+        /// The heads the plan was made from.
+        heads: HashMap<String, Head>,
+        source: sqlx::Error,
+    },
+}
+
+/// What a backend's "heads and existing ids" query returned, one row per stream head
+/// (`id`, `Some(version)`, `Some(hash)`) or per event id already in the log (`id`,
+/// `None`, `None`).
+pub(crate) type HeadOrIdRow = (String, Option<i64>, Option<Vec<u8>>);
+
+/// Sorts the rows of a "heads and existing ids" query into the stream heads and the set
+/// of event ids that already exist.
+pub(crate) fn heads_and_ids(
+    rows: impl IntoIterator<Item = HeadOrIdRow>,
+) -> Result<(HashMap<String, Head>, HashSet<Uuid>), sqlx::Error> {
+    let mut heads = HashMap::new();
+    let mut existing = HashSet::new();
+    for (id, version, hash) in rows {
+        match (version, hash) {
+            (Some(version), Some(hash)) => {
+                let hash: [u8; 32] = hash
+                    .try_into()
+                    .map_err(|_| sqlx::Error::decode("stored hash is not 32 bytes"))?;
+                let version = u64::try_from(version)
+                    .map_err(|_| sqlx::Error::decode("stored stream_version is negative"))?;
+                heads.insert(id, Head { version, hash });
+            }
+            _ => {
+                existing
+                    .insert(Uuid::parse_str(&id).map_err(|e| sqlx::Error::decode(e.to_string()))?);
+            }
+        }
+    }
+    Ok((heads, existing))
+}
+
+/// After a unique violation (a writer that bypassed the append lock got there first):
+/// the refusal the caller should get — an event id that now exists, else the first
+/// stream whose version moved (`before` = heads the plan used; `now`, `existing` =
+/// re-read after the failed transaction).
+fn classify_unique_violation(
+    batch: &[&[StreamAppend]],
+    before: &HashMap<String, Head>,
+    now: &HashMap<String, Head>,
+    existing: &HashSet<Uuid>,
+) -> Option<AppendError> {
+    batch_event_ids(batch)
+        .into_iter()
+        .find(|id| existing.contains(id))
+        .map(|event_id| AppendError::DuplicateEvent { event_id })
+        .or_else(|| conflict_after_race(batch, before, now))
+}
+
+/// What a backend provides: one transaction for a batch of independent, validated
+/// append requests, and a fresh look at the log to classify a failed one.
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + 'static {
     /// `Ok`: one outcome per request; the accepted ones are committed, the refused ones
     /// (conflict, duplicate id) wrote nothing. `Err`: the transaction failed and nothing
-    /// of the batch was written.
-    async fn append_transaction(
+    /// of the batch was written. `what` describes the batch for error contexts.
+    async fn try_append(
         &self,
         batch: &[&[StreamAppend]],
-    ) -> Result<Vec<Outcome>, AppendError>;
+        what: &str,
+    ) -> Result<Vec<Outcome>, TxFailure>;
+
+    /// The current heads of the batch's streams and which of its event ids exist,
+    /// outside any append transaction.
+    async fn current_heads_and_ids(
+        &self,
+        batch: &[&[StreamAppend]],
+    ) -> Result<(HashMap<String, Head>, HashSet<Uuid>), sqlx::Error>;
+}
+
+/// One transaction for a batch; a unique violation (another writer got there first, only
+/// possible if it bypassed the append lock; the transaction has been rolled back) is
+/// answered as the conflict or duplicate it was.
+async fn append_transaction<B: Backend + ?Sized>(
+    backend: &B,
+    batch: &[&[StreamAppend]],
+) -> Result<Vec<Outcome>, AppendError> {
+    let what = describe(batch);
+    match backend.try_append(batch, &what).await {
+        Ok(outcomes) => Ok(outcomes),
+        Err(TxFailure::Append(e)) => Err(e),
+        Err(TxFailure::Unique { heads, source }) => {
+            let (now, existing) = backend
+                .current_heads_and_ids(batch)
+                .await
+                .map_err(|e| StorageError::new(format!("{what}: classify unique violation"), e))?;
+            Err(
+                classify_unique_violation(batch, &heads, &now, &existing).unwrap_or_else(|| {
+                    AppendError::Storage(StorageError::new(
+                        format!("{what}: insert events"),
+                        source,
+                    ))
+                }),
+            )
+        }
+    }
 }
 
 /// Validates and appends a batch of independent requests, answering each one.
@@ -326,7 +422,7 @@ pub(crate) async fn append_batch<B: Backend + ?Sized>(
     let valid: Vec<usize> = (0..batch.len()).filter(|&i| out[i].is_none()).collect();
     if !valid.is_empty() {
         let slices: Vec<&[StreamAppend]> = valid.iter().map(|&i| batch[i].as_slice()).collect();
-        match backend.append_transaction(&slices).await {
+        match append_transaction(backend, &slices).await {
             Ok(results) => {
                 for (&i, r) in valid.iter().zip(results) {
                     out[i] = Some(r);
@@ -337,7 +433,7 @@ pub(crate) async fn append_batch<B: Backend + ?Sized>(
                 tracing::warn!(error = %e, requests = valid.len(), "group commit failed; retrying each append on its own");
                 for &i in &valid {
                     let single = [batch[i].as_slice()];
-                    out[i] = Some(match backend.append_transaction(&single).await {
+                    out[i] = Some(match append_transaction(backend, &single).await {
                         Ok(mut r) => r.pop().unwrap_or_else(|| Err(no_outcome())),
                         Err(e) => Err(e),
                     });
@@ -574,10 +670,21 @@ mod tests {
 
     #[async_trait]
     impl Backend for FakeBackend {
-        async fn append_transaction(
+        async fn current_heads_and_ids(
+            &self,
+            _batch: &[&[StreamAppend]],
+        ) -> Result<(HashMap<String, Head>, HashSet<Uuid>), sqlx::Error> {
+            Ok((
+                self.heads.lock().map(|h| h.clone()).unwrap_or_default(),
+                HashSet::new(),
+            ))
+        }
+
+        async fn try_append(
             &self,
             batch: &[&[StreamAppend]],
-        ) -> Result<Vec<Outcome>, AppendError> {
+            _what: &str,
+        ) -> Result<Vec<Outcome>, TxFailure> {
             self.batch_sizes
                 .lock()
                 .map(|mut b| b.push(batch.len()))
@@ -590,9 +697,9 @@ mod tests {
                 self.gate.notified().await;
             }
             if self.fail_batches && batch.len() > 1 {
-                return Err(AppendError::Invalid(
+                return Err(TxFailure::Append(AppendError::Invalid(
                     "simulated failure of a shared transaction".into(),
-                ));
+                )));
             }
             let mut heads = self.heads.lock().map(|h| h.clone()).unwrap_or_default();
             let p = plan(batch, &heads, &HashSet::new(), 0);
@@ -682,6 +789,46 @@ mod tests {
             pending_requests_share_one_transaction(true).await,
             [vec![1, 10], vec![1; 10]].concat()
         );
+    }
+
+    #[test]
+    fn unique_violation_is_classified_as_duplicate_or_conflict() {
+        let r1 = [sa("a", ExpectedVersion::Exact(1), 1)];
+        let r2 = [sa("b", ExpectedVersion::Any, 1)];
+        let batch: Vec<&[StreamAppend]> = vec![&r1, &r2];
+        let head = |version| Head {
+            version,
+            hash: ZERO_HASH,
+        };
+        let before: HashMap<String, Head> = [("a".to_owned(), head(1))].into();
+        let moved: HashMap<String, Head> =
+            [("a".to_owned(), head(1)), ("b".to_owned(), head(1))].into();
+        assert!(matches!(
+            classify_unique_violation(&batch, &before, &moved, &HashSet::new()),
+            Some(AppendError::Conflict { ref stream_id, actual: 1, .. }) if stream_id == "b"
+        ));
+        let taken: HashSet<Uuid> = [r2[0].events[0].event_id].into();
+        assert!(matches!(
+            classify_unique_violation(&batch, &before, &moved, &taken),
+            Some(AppendError::DuplicateEvent { event_id }) if event_id == r2[0].events[0].event_id
+        ));
+        assert!(classify_unique_violation(&batch, &before, &before, &HashSet::new()).is_none());
+    }
+
+    #[test]
+    fn heads_and_ids_sorts_rows() {
+        let id = Uuid::now_v7();
+        let (heads, ids) = heads_and_ids([
+            ("s".to_owned(), Some(3), Some(vec![7; 32])),
+            (id.to_string(), None, None),
+        ])
+        .unwrap_or_default();
+        assert_eq!(
+            heads.get("s").map(|h| (h.version, h.hash)),
+            Some((3, [7; 32]))
+        );
+        assert!(ids.contains(&id) && ids.len() == 1);
+        assert!(heads_and_ids([("s".to_owned(), Some(3), Some(vec![7; 31]))]).is_err());
     }
 
     #[test]

@@ -47,8 +47,8 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::append::{
-    self, Backend, GroupCommitter, Head, Notifier, Outcome, PlannedRow, batch_event_ids,
-    batch_stream_ids, describe,
+    self, Backend, GroupCommitter, Head, Notifier, Outcome, PlannedRow, TxFailure, batch_event_ids,
+    batch_stream_ids,
 };
 use crate::codec::{self, ChainWalker, Migration, ctx, decode_event, to_i64, to_u64};
 use crate::model::{
@@ -309,52 +309,7 @@ async fn migrate(pool: &PgPool, schema: &str) -> Result<(), StorageError> {
     tx.commit().await.map_err(ctx(format!("{what}: commit")))
 }
 
-/// Why an append transaction failed: a unique violation is classified after rollback.
-enum TxFailure {
-    Append(AppendError),
-    Unique {
-        constraint: Option<String>,
-        heads: HashMap<String, Head>,
-        source: sqlx::Error,
-    },
-}
-
 impl PgCore {
-    async fn read_heads(
-        conn: &mut PgConnection,
-        stream_ids: &[String],
-    ) -> Result<HashMap<String, Head>, sqlx::Error> {
-        // One index probe per stream (backward scan on the unique index), however long
-        // the stream is.
-        let rows = sqlx::query(
-            "SELECT s.id, e.stream_version, e.hash
-             FROM unnest($1::text[]) AS s(id)
-             CROSS JOIN LATERAL (
-                 SELECT stream_version, hash FROM events
-                 WHERE stream_id = s.id ORDER BY stream_version DESC LIMIT 1
-             ) AS e",
-        )
-        .bind(stream_ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut heads = HashMap::with_capacity(rows.len());
-        for r in rows {
-            let version: i64 = r.try_get(1)?;
-            let hash: Vec<u8> = r.try_get(2)?;
-            let hash: [u8; 32] = hash
-                .try_into()
-                .map_err(|_| sqlx::Error::decode("stored hash is not 32 bytes"))?;
-            heads.insert(
-                r.try_get(0)?,
-                Head {
-                    version: to_u64(version, "stream_version")?,
-                    hash,
-                },
-            );
-        }
-        Ok(heads)
-    }
-
     /// The heads of `stream_ids` and which of `ids` already exist, in one round trip.
     async fn read_heads_and_ids(
         conn: &mut PgConnection,
@@ -362,7 +317,7 @@ impl PgCore {
         ids: &[Uuid],
     ) -> Result<(HashMap<String, Head>, HashSet<Uuid>), sqlx::Error> {
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        let rows = sqlx::query(
+        let rows: Vec<append::HeadOrIdRow> = sqlx::query_as(
             "SELECT s.id, e.stream_version, e.hash
              FROM unnest($1::text[]) AS s(id)
              CROSS JOIN LATERAL (
@@ -376,52 +331,7 @@ impl PgCore {
         .bind(&ids)
         .fetch_all(&mut *conn)
         .await?;
-        let mut heads = HashMap::new();
-        let mut existing = HashSet::new();
-        for r in rows {
-            let id: String = r.try_get(0)?;
-            let version: Option<i64> = r.try_get(1)?;
-            let hash: Option<Vec<u8>> = r.try_get(2)?;
-            match (version, hash) {
-                (Some(version), Some(hash)) => {
-                    let hash: [u8; 32] = hash
-                        .try_into()
-                        .map_err(|_| sqlx::Error::decode("stored hash is not 32 bytes"))?;
-                    heads.insert(
-                        id,
-                        Head {
-                            version: to_u64(version, "stream_version")?,
-                            hash,
-                        },
-                    );
-                }
-                _ => {
-                    existing.insert(
-                        Uuid::parse_str(&id).map_err(|e| sqlx::Error::decode(e.to_string()))?,
-                    );
-                }
-            }
-        }
-        Ok((heads, existing))
-    }
-
-    async fn existing_ids(
-        conn: &mut PgConnection,
-        ids: &[Uuid],
-    ) -> Result<HashSet<Uuid>, sqlx::Error> {
-        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        let rows = sqlx::query(
-            "SELECT event_id::text FROM events WHERE event_id = ANY($1::text[]::uuid[])",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let s: String = r.try_get(0)?;
-                Uuid::parse_str(&s).map_err(|e| sqlx::Error::decode(e.to_string()))
-            })
-            .collect()
+        append::heads_and_ids(rows)
     }
 
     /// Inserts `rows` and queues `pg_notify(channel, last position)` (delivered at
@@ -523,6 +433,17 @@ impl PgCore {
         Ok(positions)
     }
 
+    async fn head_position(&self) -> Result<u64, StorageError> {
+        let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0)::int8 FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(ctx(format!("head position (schema {})", self.schema)))?;
+        to_u64(head, "position").map_err(ctx("head position"))
+    }
+}
+
+#[async_trait]
+impl Backend for PgCore {
     async fn try_append(
         &self,
         batch: &[&[StreamAppend]],
@@ -555,20 +476,13 @@ impl PgCore {
         }
         let positions = match Self::insert(&mut tx, &plan.rows, &self.channel).await {
             Ok(p) => p,
-            Err(e) => {
-                let unique = e
-                    .as_database_error()
-                    .filter(|d| d.is_unique_violation())
-                    .map(|d| d.constraint().map(str::to_owned));
-                return Err(match unique {
-                    Some(constraint) => TxFailure::Unique {
-                        constraint,
-                        heads,
-                        source: e,
-                    },
-                    None => storage("insert events")(e),
-                });
+            Err(e)
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_unique_violation()) =>
+            {
+                return Err(TxFailure::Unique { heads, source: e });
             }
+            Err(e) => return Err(storage("insert events")(e)),
         };
         let last = positions.last().copied().unwrap_or_default();
         #[cfg(feature = "test-hooks")]
@@ -584,59 +498,12 @@ impl PgCore {
         Ok(plan.finish(&positions))
     }
 
-    async fn head_position(&self) -> Result<u64, StorageError> {
-        let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0)::int8 FROM events")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(ctx(format!("head position (schema {})", self.schema)))?;
-        to_u64(head, "position").map_err(ctx("head position"))
-    }
-}
-
-#[async_trait]
-impl Backend for PgCore {
-    async fn append_transaction(
+    async fn current_heads_and_ids(
         &self,
         batch: &[&[StreamAppend]],
-    ) -> Result<Vec<Outcome>, AppendError> {
-        let what = describe(batch);
-        match self.try_append(batch, &what).await {
-            Ok(outcomes) => Ok(outcomes),
-            Err(TxFailure::Append(e)) => Err(e),
-            Err(TxFailure::Unique {
-                constraint,
-                heads,
-                source,
-            }) => {
-                // Another writer got there first (only possible if it bypassed the
-                // append lock); the transaction has been rolled back. Say who won.
-                let mut conn = self
-                    .pool
-                    .acquire()
-                    .await
-                    .map_err(ctx(format!("{what}: classify unique violation")))?;
-                let found = if constraint.as_deref() == Some("events_event_id_key") {
-                    let existing = Self::existing_ids(&mut conn, &batch_event_ids(batch))
-                        .await
-                        .map_err(ctx(format!("{what}: classify unique violation")))?;
-                    batch_event_ids(batch)
-                        .into_iter()
-                        .find(|id| existing.contains(id))
-                        .map(|event_id| AppendError::DuplicateEvent { event_id })
-                } else {
-                    let now = Self::read_heads(&mut conn, &batch_stream_ids(batch))
-                        .await
-                        .map_err(ctx(format!("{what}: classify unique violation")))?;
-                    append::conflict_after_race(batch, &heads, &now)
-                };
-                Err(found.unwrap_or_else(|| {
-                    AppendError::Storage(StorageError::new(
-                        format!("{what}: insert events"),
-                        source,
-                    ))
-                }))
-            }
-        }
+    ) -> Result<(HashMap<String, Head>, HashSet<Uuid>), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        Self::read_heads_and_ids(&mut conn, &batch_stream_ids(batch), &batch_event_ids(batch)).await
     }
 }
 

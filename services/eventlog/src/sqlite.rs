@@ -27,12 +27,12 @@ use futures::TryStreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection};
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use uuid::Uuid;
 
 use crate::append::{
-    self, Backend, GroupCommitter, Head, Notifier, Outcome, PlannedRow, batch_event_ids,
-    batch_stream_ids, describe,
+    self, Backend, GroupCommitter, Head, Notifier, Outcome, PlannedRow, TxFailure, batch_event_ids,
+    batch_stream_ids,
 };
 use crate::codec::{self, ChainWalker, Migration, ctx, decode_event, to_i64, to_u64};
 use crate::model::{
@@ -51,6 +51,23 @@ macro_rules! event_columns {
         "position, stream_id, stream_version, event_id, event_type, schema_version, payload, \
          tenant, correlation_id, causation_id, actor, trace_context, recorded_at, prev_hash, hash"
     };
+}
+
+/// Rows per INSERT statement (64 × 15 parameters, far below SQLite's limit); a batch
+/// needs at most 64 distinct statements, which stay in the connection's statement cache.
+const INSERT_CHUNK: usize = 64;
+
+/// `INSERT INTO events (…) VALUES (?, …), …` for `rows` rows. The parameters are
+/// anonymous on purpose: sqlx looks up every parameter's name when binding, and SQLite
+/// finds a numbered parameter's name by a linear search, which makes binding a wide
+/// statement with `?NNN` parameters quadratic.
+fn insert_sql(rows: usize) -> String {
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let values = vec![row; rows].join(", ");
+    format!(
+        concat!("INSERT INTO events (", event_columns!(), ") VALUES {}"),
+        values
+    )
 }
 
 /// The event log on SQLite.
@@ -264,63 +281,34 @@ async fn migrate(pool: &SqlitePool, what: &str) -> Result<(), StorageError> {
     tx.commit().await.map_err(ctx(format!("{what}: commit")))
 }
 
-enum TxFailure {
-    Append(AppendError),
-    Unique {
-        message: String,
-        heads: HashMap<String, Head>,
-        source: sqlx::Error,
-    },
-}
-
 impl SqliteCore {
-    async fn read_heads(
+    /// The heads of `stream_ids` and which of `ids` already exist, in one statement
+    /// (the lists travel as JSON arrays, so the statement is the same for every batch).
+    async fn read_heads_and_ids(
         conn: &mut SqliteConnection,
         stream_ids: &[String],
-    ) -> Result<HashMap<String, Head>, sqlx::Error> {
-        let mut heads = HashMap::with_capacity(stream_ids.len());
-        for id in stream_ids {
-            let row = sqlx::query(
-                "SELECT stream_version, hash FROM events WHERE stream_id = ?1 ORDER BY stream_version DESC LIMIT 1",
-            )
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if let Some(r) = row {
-                let version: i64 = r.try_get(0)?;
-                let hash: Vec<u8> = r.try_get(1)?;
-                let hash: [u8; 32] = hash
-                    .try_into()
-                    .map_err(|_| sqlx::Error::decode("stored hash is not 32 bytes"))?;
-                heads.insert(
-                    id.clone(),
-                    Head {
-                        version: to_u64(version, "stream_version")?,
-                        hash,
-                    },
-                );
-            }
-        }
-        Ok(heads)
-    }
-
-    async fn existing_ids(
-        conn: &mut SqliteConnection,
         ids: &[Uuid],
-    ) -> Result<HashSet<Uuid>, sqlx::Error> {
-        let mut existing = HashSet::new();
-        for id in ids {
-            let found = sqlx::query("SELECT 1 FROM events WHERE event_id = ?1")
-                .bind(id.to_string())
-                .fetch_optional(&mut *conn)
-                .await?;
-            if found.is_some() {
-                existing.insert(*id);
-            }
-        }
-        Ok(existing)
+    ) -> Result<(HashMap<String, Head>, HashSet<Uuid>), sqlx::Error> {
+        let json = |v: Vec<String>| {
+            serde_json::to_string(&v).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+        };
+        let rows: Vec<append::HeadOrIdRow> = sqlx::query_as(
+            "SELECT s.value, e.stream_version, e.hash
+             FROM json_each(?1) AS s
+             JOIN events AS e ON e.stream_id = s.value
+                 AND e.stream_version = (SELECT max(stream_version) FROM events WHERE stream_id = s.value)
+             UNION ALL
+             SELECT event_id, NULL, NULL FROM events WHERE event_id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(json(stream_ids.to_vec())?)
+        .bind(json(ids.iter().map(Uuid::to_string).collect())?)
+        .fetch_all(&mut *conn)
+        .await?;
+        append::heads_and_ids(rows)
     }
 
+    /// Inserts `rows` at the positions after the current head, in multi-row statements
+    /// of up to [`INSERT_CHUNK`] rows; returns the positions in `rows` order.
     async fn insert(
         conn: &mut SqliteConnection,
         rows: &[PlannedRow],
@@ -328,39 +316,49 @@ impl SqliteCore {
         let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
             .fetch_one(&mut *conn)
             .await?;
-        let mut position = to_u64(head, "position")?;
-        let mut positions = Vec::with_capacity(rows.len());
-        for r in rows {
-            position += 1;
-            let e = &r.event;
-            sqlx::query(
-                "INSERT INTO events (position, stream_id, stream_version, event_id, event_type, schema_version,
-                                     payload, tenant, correlation_id, causation_id, actor, trace_context,
-                                     recorded_at, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )
-            .bind(to_i64(position))
-            .bind(&r.stream_id)
-            .bind(to_i64(r.stream_version))
-            .bind(e.event_id.to_string())
-            .bind(&e.event_type)
-            .bind(i64::from(e.schema_version))
-            .bind(&e.payload)
-            .bind(&e.metadata.tenant)
-            .bind(e.metadata.correlation_id.map(|u| u.to_string()))
-            .bind(e.metadata.causation_id.map(|u| u.to_string()))
-            .bind(&e.metadata.actor)
-            .bind(e.metadata.trace_context.as_deref())
-            .bind(r.recorded_at)
-            .bind(&r.prev_hash[..])
-            .bind(&r.hash[..])
-            .execute(&mut *conn)
-            .await?;
-            positions.push(position);
+        let head = to_u64(head, "position")?;
+        let positions: Vec<u64> = (head + 1..=head + rows.len() as u64).collect();
+        for (chunk, chunk_positions) in rows
+            .chunks(INSERT_CHUNK)
+            .zip(positions.chunks(INSERT_CHUNK))
+        {
+            let sql = insert_sql(chunk.len());
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (r, position) in chunk.iter().zip(chunk_positions) {
+                let e = &r.event;
+                query = query
+                    .bind(to_i64(*position))
+                    .bind(&r.stream_id)
+                    .bind(to_i64(r.stream_version))
+                    .bind(e.event_id.to_string())
+                    .bind(&e.event_type)
+                    .bind(i64::from(e.schema_version))
+                    .bind(&e.payload)
+                    .bind(&e.metadata.tenant)
+                    .bind(e.metadata.correlation_id.map(|u| u.to_string()))
+                    .bind(e.metadata.causation_id.map(|u| u.to_string()))
+                    .bind(&e.metadata.actor)
+                    .bind(e.metadata.trace_context.as_deref())
+                    .bind(r.recorded_at)
+                    .bind(&r.prev_hash[..])
+                    .bind(&r.hash[..]);
+            }
+            query.execute(&mut *conn).await?;
         }
         Ok(positions)
     }
 
+    async fn head_position(&self) -> Result<u64, StorageError> {
+        let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(ctx(format!("head position (SQLite {})", self.label)))?;
+        to_u64(head, "position").map_err(ctx("head position"))
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteCore {
     async fn try_append(
         &self,
         batch: &[&[StreamAppend]],
@@ -378,12 +376,10 @@ impl SqliteCore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(storage("begin"))?;
-        let heads = Self::read_heads(&mut tx, &batch_stream_ids(batch))
-            .await
-            .map_err(storage("read stream heads"))?;
-        let existing = Self::existing_ids(&mut tx, &batch_event_ids(batch))
-            .await
-            .map_err(storage("check event ids"))?;
+        let (heads, existing) =
+            Self::read_heads_and_ids(&mut tx, &batch_stream_ids(batch), &batch_event_ids(batch))
+                .await
+                .map_err(storage("read stream heads and event ids"))?;
         let plan = append::plan(batch, &heads, &existing, codec::now_micros());
         if plan.rows.is_empty() {
             tx.rollback().await.map_err(storage("roll back"))?;
@@ -391,20 +387,13 @@ impl SqliteCore {
         }
         let positions = match Self::insert(&mut tx, &plan.rows).await {
             Ok(p) => p,
-            Err(e) => {
-                let unique = e
-                    .as_database_error()
-                    .filter(|d| d.is_unique_violation())
-                    .map(|d| d.message().to_owned());
-                return Err(match unique {
-                    Some(message) => TxFailure::Unique {
-                        message,
-                        heads,
-                        source: e,
-                    },
-                    None => storage("insert events")(e),
-                });
+            Err(e)
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_unique_violation()) =>
+            {
+                return Err(TxFailure::Unique { heads, source: e });
             }
+            Err(e) => return Err(storage("insert events")(e)),
         };
         #[cfg(feature = "test-hooks")]
         if let Some(hook) = &self.before_commit {
@@ -420,59 +409,12 @@ impl SqliteCore {
         Ok(plan.finish(&positions))
     }
 
-    async fn head_position(&self) -> Result<u64, StorageError> {
-        let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(ctx(format!("head position (SQLite {})", self.label)))?;
-        to_u64(head, "position").map_err(ctx("head position"))
-    }
-}
-
-#[async_trait]
-impl Backend for SqliteCore {
-    async fn append_transaction(
+    async fn current_heads_and_ids(
         &self,
         batch: &[&[StreamAppend]],
-    ) -> Result<Vec<Outcome>, AppendError> {
-        let what = describe(batch);
-        match self.try_append(batch, &what).await {
-            Ok(outcomes) => Ok(outcomes),
-            Err(TxFailure::Append(e)) => Err(e),
-            Err(TxFailure::Unique {
-                message,
-                heads,
-                source,
-            }) => {
-                // Only possible if a writer bypassed BEGIN IMMEDIATE; classify as the
-                // PostgreSQL backend does.
-                let mut conn = self
-                    .pool
-                    .acquire()
-                    .await
-                    .map_err(ctx(format!("{what}: classify unique violation")))?;
-                let found = if message.contains("events.event_id") {
-                    let existing = Self::existing_ids(&mut conn, &batch_event_ids(batch))
-                        .await
-                        .map_err(ctx(format!("{what}: classify unique violation")))?;
-                    batch_event_ids(batch)
-                        .into_iter()
-                        .find(|id| existing.contains(id))
-                        .map(|event_id| AppendError::DuplicateEvent { event_id })
-                } else {
-                    let now = Self::read_heads(&mut conn, &batch_stream_ids(batch))
-                        .await
-                        .map_err(ctx(format!("{what}: classify unique violation")))?;
-                    append::conflict_after_race(batch, &heads, &now)
-                };
-                Err(found.unwrap_or_else(|| {
-                    AppendError::Storage(StorageError::new(
-                        format!("{what}: insert events"),
-                        source,
-                    ))
-                }))
-            }
-        }
+    ) -> Result<(HashMap<String, Head>, HashSet<Uuid>), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        Self::read_heads_and_ids(&mut conn, &batch_stream_ids(batch), &batch_event_ids(batch)).await
     }
 }
 
