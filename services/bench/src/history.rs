@@ -200,7 +200,7 @@ pub async fn run_history(settings: &Settings) -> anyhow::Result<Vec<Figure>> {
         let shutdown = CancellationToken::new();
         let order = certledger_order::start(
             OrderSetup {
-                log: db.log.clone(),
+                repo: certledger_runtime::CertificateRepository::new(db.log.clone()),
                 listen: ([127, 0, 0, 1], 0).into(),
                 issuers: vec!["builtin".into()],
                 server: Default::default(),

@@ -120,9 +120,11 @@ impl Platform {
             .await
             .context("opening the certificate list table")?;
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        // One repository (one fold cache) for the order and issuance services, as in certd.
+        let repo = certledger_runtime::CertificateRepository::new(log.clone());
         let order = certledger_order::start(
             OrderSetup {
-                log: log.clone(),
+                repo: repo.clone(),
                 listen: loopback,
                 issuers: vec![c.issuer.issuer_id.clone()],
                 server: c.server.clone(),
@@ -136,7 +138,7 @@ impl Platform {
         .context("starting the order service")?;
         let issuance = certledger_issuance::start(
             IssuanceSetup {
-                log: log.clone(),
+                repo,
                 source: source.clone(),
                 authority: ca.authority,
                 keys: ca.keys,

@@ -485,12 +485,14 @@ pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow:
     let list = CertificateList::open(&c.database_url, &c.pg_schema)
         .await
         .context("opening the certificate list table")?;
+    // One repository (one fold cache) for the order and issuance services.
+    let repo = certledger_runtime::CertificateRepository::new(log.clone());
     let OrderParts {
         server: order,
         tasks: mut grpc_tasks,
     } = certledger_order::build(
         OrderSetup {
-            log: log.clone(),
+            repo: repo.clone(),
             listen: c.listen,
             issuers: vec![c.issuer.issuer_id.clone()],
             server: c.server.clone(),
@@ -508,7 +510,7 @@ pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow:
         ..
     } = certledger_issuance::build(
         IssuanceSetup {
-            log: log.clone(),
+            repo,
             source: source.clone(),
             authority: ca.authority,
             keys: ca.keys.clone(),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
@@ -59,6 +60,7 @@ pub(crate) struct PlannedStream {
 pub(crate) struct Plan {
     pub rows: Vec<PlannedRow>,
     outcomes: Vec<Result<Vec<PlannedStream>, AppendError>>,
+    recorded_at: DateTime<Utc>,
 }
 
 impl Plan {
@@ -74,6 +76,7 @@ impl Plan {
                         .map(|s| AppendResult {
                             stream_id: s.stream_id,
                             version: s.version,
+                            recorded_at: self.recorded_at,
                             positions: positions.get(s.rows).unwrap_or_default().to_vec(),
                         })
                         .collect()
@@ -272,7 +275,13 @@ pub(crate) fn plan(
         }
         outcomes.push(Ok(streams));
     }
-    Plan { rows, outcomes }
+    Plan {
+        rows,
+        outcomes,
+        // The clock is read in the same process a moment before; out of range only for
+        // a clock ~290,000 years off.
+        recorded_at: DateTime::from_timestamp_micros(recorded_at).unwrap_or_default(),
+    }
 }
 
 /// After a unique violation on (stream_id, stream_version): the first stream whose

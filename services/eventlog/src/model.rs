@@ -98,6 +98,8 @@ pub struct AppendResult {
     pub version: u64,
     /// Global positions of the appended events, in order.
     pub positions: Vec<u64>,
+    /// The `recorded_at` of the appended events (one time for the whole append).
+    pub recorded_at: DateTime<Utc>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use certledger_ca::{Authority, KeyStore};
-use certledger_eventlog::EventLog;
 use certledger_eventstream::consumer::{ConsumerSettings, EventSource, Filter};
 use certledger_proto::issuance::v1::issuance_service_server::IssuanceServiceServer;
 use certledger_runtime::CertificateRepository;
@@ -35,8 +34,9 @@ pub const SERVICE_NAME: &str = <IssuanceServiceServer<IssuanceService> as NamedS
 
 /// Everything the issuance service runs on.
 pub struct IssuanceSetup {
-    /// The event log.
-    pub log: Arc<dyn EventLog>,
+    /// The event log, behind the repository (and its fold cache) the service uses; a
+    /// process that runs several services can give them one.
+    pub repo: CertificateRepository,
     /// Where certificate events come from (JetStream or the SQL tail).
     pub source: EventSource,
     /// The CA.
@@ -84,7 +84,7 @@ pub struct IssuanceParts {
 /// recovery scan, without a server (see [`start`]).
 pub fn build(setup: IssuanceSetup, shutdown: CancellationToken) -> IssuanceParts {
     let IssuanceSetup {
-        log,
+        repo,
         source,
         authority,
         keys,
@@ -95,7 +95,7 @@ pub fn build(setup: IssuanceSetup, shutdown: CancellationToken) -> IssuanceParts
     } = setup;
     let issuer_id = settings.issuer_id.clone();
     let issuer = Arc::new(Issuer::new(
-        CertificateRepository::new(log.clone()),
+        repo.clone(),
         authority.clone(),
         keys.clone(),
         settings,
@@ -112,13 +112,13 @@ pub fn build(setup: IssuanceSetup, shutdown: CancellationToken) -> IssuanceParts
         shutdown.clone(),
     ));
     if recover {
-        let log = log.clone();
+        let log = repo.log().clone();
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             reactor::recover(log, timers, token).await;
         }));
     }
-    let service = IssuanceService::new(log, authority, keys, issuer_id);
+    let service = IssuanceService::new(repo, authority, keys, issuer_id);
     IssuanceParts {
         server: service.into_server(),
         issuer,

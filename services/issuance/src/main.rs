@@ -48,7 +48,7 @@ async fn run(mut config: IssuanceConfig) -> anyhow::Result<()> {
     .context("opening the event stream (--nats-url)")?;
     let started = start(
         IssuanceSetup {
-            log,
+            repo: certledger_runtime::CertificateRepository::new(log),
             source,
             authority: ca.authority,
             keys: ca.keys,

@@ -9,7 +9,6 @@ use certledger_domain::certificate::{
     ApproveApplication, CertificateCommand, KeyExportFormat, RecordPrivateKeyExported,
     RejectApplication, decide,
 };
-use certledger_eventlog::EventLog;
 use certledger_proto::issuance::v1 as api;
 use certledger_proto::issuance::v1::issuance_service_server::{
     IssuanceService as IssuanceApi, IssuanceServiceServer,
@@ -39,13 +38,13 @@ impl std::fmt::Debug for IssuanceService {
 impl IssuanceService {
     /// A service for the CA `authority` under `issuer_id`.
     pub fn new(
-        log: Arc<dyn EventLog>,
+        repo: CertificateRepository,
         authority: Arc<Authority>,
         keys: Arc<dyn KeyStore>,
         issuer_id: String,
     ) -> Self {
         Self {
-            repo: CertificateRepository::new(log),
+            repo,
             authority,
             keys,
             issuer_id,

@@ -15,7 +15,6 @@ pub mod service;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use certledger_eventlog::EventLog;
 use certledger_eventstream::consumer::{ConsumerSettings, EventSource, Filter};
 use certledger_proto::order::v1::order_service_server::OrderServiceServer;
 use certledger_runtime::CertificateRepository;
@@ -53,8 +52,9 @@ pub const SERVICE_NAME: &str = <OrderServiceServer<OrderService> as NamedService
 
 /// Everything the order service runs on.
 pub struct OrderSetup {
-    /// The event log.
-    pub log: Arc<dyn EventLog>,
+    /// The event log, behind the repository (and its fold cache) the service uses; a
+    /// process that runs several services can give them one.
+    pub repo: CertificateRepository,
     /// Where to listen (port 0: any free port).
     pub listen: SocketAddr,
     /// Issuer ids orders may name.
@@ -85,14 +85,13 @@ pub struct OrderParts {
 /// Builds the order service and starts its consumer, without a server (see [`start`]).
 pub fn build(setup: OrderSetup, shutdown: CancellationToken) -> OrderParts {
     let OrderSetup {
-        log,
+        repo,
         list,
         issuers,
         renewal,
         mut tasks,
         ..
     } = setup;
-    let repo = CertificateRepository::new(log.clone());
     let settings = Arc::new(renewal.settings);
     let renewer = Renewer::new(repo.clone(), settings.clone());
     let list_model = list.as_ref().map(|(model, _)| model.clone());
@@ -101,7 +100,7 @@ pub fn build(setup: OrderSetup, shutdown: CancellationToken) -> OrderParts {
         tasks.push(certledger_runtime::events::spawn_consumer(
             source.clone(),
             ConsumerSettings::new(LIST_CONSUMER, certificates()).concurrency(CONSUMER_CONCURRENCY),
-            Arc::new(model.projection(repo, settings)),
+            Arc::new(model.projection(repo.clone(), settings)),
             shutdown.clone(),
         ));
         tasks.push(certledger_runtime::events::spawn_consumer(
@@ -117,7 +116,9 @@ pub fn build(setup: OrderSetup, shutdown: CancellationToken) -> OrderParts {
             tasks.push(tokio::spawn(scheduler.run(token)));
         }
     }
-    let service = OrderService::new(log, issuers, list_model, renewer, shutdown);
+    // One repository (one fold cache) for the service, the list and renewals: the list
+    // finds the certificates the service just ordered already folded.
+    let service = OrderService::new(repo, issuers, list_model, renewer, shutdown);
     OrderParts {
         server: service.into_server(),
         tasks,

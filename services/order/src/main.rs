@@ -55,7 +55,7 @@ async fn run(mut config: OrderConfig) -> anyhow::Result<()> {
     };
     let running = start(
         OrderSetup {
-            log,
+            repo: certledger_runtime::CertificateRepository::new(log),
             listen: config.listen,
             issuers: config.issuers.clone(),
             server: config.server.clone(),

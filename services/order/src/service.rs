@@ -6,7 +6,6 @@ use std::sync::Arc;
 use certledger_domain::DomainError;
 use certledger_domain::certificate::{CancelOrder, PlaceOrder, Status, SubmitApplication};
 use certledger_domain::spec::validate_spec;
-use certledger_eventlog::EventLog;
 use certledger_proto::order::v1 as api;
 use certledger_proto::order::v1::order_service_server::{
     OrderService as OrderApi, OrderServiceServer,
@@ -57,18 +56,18 @@ impl std::fmt::Debug for OrderService {
 }
 
 impl OrderService {
-    /// A service over `log`, accepting orders for `issuers`. `list` serves
+    /// A service over `repo`'s log, accepting orders for `issuers`. `list` serves
     /// ListCertificates (UNIMPLEMENTED without it); `renewer` starts renewals.
     /// `shutdown` ends watches.
     pub fn new(
-        log: Arc<dyn EventLog>,
+        repo: CertificateRepository,
         issuers: Vec<String>,
         list: Option<CertificateList>,
         renewer: Renewer,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            repo: CertificateRepository::new(log),
+            repo,
             issuers: Arc::new(issuers),
             list,
             renewer,
@@ -135,10 +134,10 @@ impl OrderApi for OrderService {
             check_application(app, &spec).map_err(domain)?;
         }
         let key = request.idempotency_key;
-        let certificate_id = if key.is_empty() {
-            Uuid::now_v7().to_string()
+        let (certificate_id, expect) = if key.is_empty() {
+            (Uuid::now_v7().to_string(), Expect::New)
         } else {
-            certificate_id_for_key(&tenant, &key)
+            (certificate_id_for_key(&tenant, &key), Expect::Any)
         };
         let command = PlaceOrder {
             certificate_id: certificate_id.clone(),
@@ -150,7 +149,7 @@ impl OrderApi for OrderService {
         };
         let executed = self
             .repo
-            .execute(&certificate_id, &ctx, Expect::Any, command.into())
+            .execute(&certificate_id, &ctx, expect, command.into())
             .await?;
         let replayed = !executed.changed();
         tracing::info!(

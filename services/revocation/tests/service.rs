@@ -71,7 +71,7 @@ async fn start_stack(db: &TestDb, http_addr: SocketAddr) -> Stack {
     let intermediate_pem = ca.authority.intermediate().pem.clone();
     let order = certledger_order::start(
         OrderSetup {
-            log: db.log.clone(),
+            repo: certledger_runtime::CertificateRepository::new(db.log.clone()),
             listen: "127.0.0.1:0".parse().unwrap(),
             issuers: vec!["builtin".into()],
             server: ServerOptions::default(),
@@ -85,7 +85,7 @@ async fn start_stack(db: &TestDb, http_addr: SocketAddr) -> Stack {
     .unwrap();
     let issuance = certledger_issuance::start(
         IssuanceSetup {
-            log: db.log.clone(),
+            repo: certledger_runtime::CertificateRepository::new(db.log.clone()),
             source: EventSource::SqlTail {
                 log: db.log.clone(),
             },

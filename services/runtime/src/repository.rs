@@ -81,6 +81,10 @@ pub enum Expect {
     Any,
     /// Exactly this version (a mismatch is reported, not retried).
     Version(u64),
+    /// The caller has just made the id up (a fresh UUID): decide on the empty stream
+    /// without reading it. Should the stream exist after all, the append conflicts and
+    /// the command is decided again on the stream as it is, as with `Any`.
+    New,
 }
 
 impl Expect {
@@ -158,8 +162,8 @@ impl From<StorageError> for RepositoryError {
     }
 }
 
-/// A certificate as loaded.
-#[derive(Debug, Clone)]
+/// A certificate as loaded (`Default`: a stream without events).
+#[derive(Debug, Clone, Default)]
 pub struct Loaded {
     /// The folded state.
     pub state: CertificateState,
@@ -491,13 +495,11 @@ impl CertificateRepository {
             let mut loaded = Vec::with_capacity(streams.len());
             let mut from_cache = false;
             for (id, expect) in streams {
-                let cached = if trust_cache {
-                    self.cache.get(id).filter(|c| match expect {
-                        Expect::Any => true,
-                        Expect::Version(v) => c.state.version == *v,
-                    })
-                } else {
-                    None
+                let cached = match expect {
+                    _ if !trust_cache => None,
+                    Expect::New => Some(Loaded::default()),
+                    Expect::Any => self.cache.get(id),
+                    Expect::Version(v) => self.cache.get(id).filter(|c| c.state.version == *v),
                 };
                 let current = match cached {
                     Some(cached) => {
@@ -574,10 +576,12 @@ impl CertificateRepository {
                     Err(AppendError::Conflict {
                         stream_id, actual, ..
                     }) => {
-                        // Whatever was cached for these streams is older than the log.
+                        // Whatever was cached or assumed for these streams is older than
+                        // the log.
                         for (id, _) in streams {
                             self.cache.forget(id);
                         }
+                        trust_cache = false;
                         let pinned = streams.iter().find_map(|(id, expect)| match expect {
                             Expect::Version(v) if certificate_stream(id) == stream_id => {
                                 Some((*id, *v))
@@ -638,32 +642,23 @@ impl CertificateRepository {
                     .unwrap_or_default();
                 let was_new = state.version == 0;
                 let state = decided.iter().fold(state, evolve);
-                let ordered_at = if was_new {
-                    // The order time is the log's: read the new stream back (which also
-                    // caches it).
-                    self.cache.forget(id);
-                    match self.current(id).await {
-                        Ok(fresh) => fresh.ordered_at,
-                        Err(error) => {
-                            tracing::warn!(certificate_id = id, %error, "reading back the order time failed");
-                            None
-                        }
-                    }
-                } else {
-                    if result.as_ref().is_some_and(|r| r.version == state.version) {
-                        self.cache.put(
-                            id,
-                            &Loaded {
-                                state: state.clone(),
-                                ordered_at,
-                                first_position,
-                            },
-                        );
-                    } else {
-                        self.cache.forget(id);
-                    }
-                    ordered_at
+                let (ordered_at, first_position) = match &result {
+                    // The order time is the log's: the time it recorded the first event.
+                    Some(r) if was_new => (Some(r.recorded_at), positions.first().copied()),
+                    _ => (ordered_at, first_position),
                 };
+                if result.as_ref().is_some_and(|r| r.version == state.version) {
+                    self.cache.put(
+                        id,
+                        &Loaded {
+                            state: state.clone(),
+                            ordered_at,
+                            first_position,
+                        },
+                    );
+                } else {
+                    self.cache.forget(id);
+                }
                 tracing::debug!(
                     certificate_id = id,
                     command = %command_names(command),
@@ -891,6 +886,31 @@ mod tests {
         assert_eq!(fresh.state.status, cached.state.status);
         assert_eq!(fresh.first_position, cached.first_position);
         assert_eq!(fresh.ordered_at, cached.ordered_at);
+    }
+
+    #[tokio::test]
+    async fn a_new_stream_is_decided_unread_and_cached_with_the_logs_order_time() {
+        let (a, b) = two_repositories().await;
+        let placed = b
+            .execute("c2", &ctx(), Expect::New, place("c2"))
+            .await
+            .unwrap();
+        assert_eq!(placed.attempts, 1);
+        let fresh = fold_stored(&b.read("c2").await.unwrap());
+        let cached = b.cache().get("c2").unwrap();
+        assert!(fresh.ordered_at.is_some());
+        assert_eq!(
+            (placed.ordered_at, cached.ordered_at, cached.first_position),
+            (fresh.ordered_at, fresh.ordered_at, fresh.first_position)
+        );
+        // The stream exists after all (made by `a`): the append conflicts and the order
+        // is decided again on the log, which refuses it.
+        let err = b
+            .execute("c1", &ctx(), Expect::New, place("c1"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("c1 already exists"), "{err}");
+        assert_eq!(a.read("c1").await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -86,7 +86,7 @@ pub async fn start_stack_with(
     let clock = renewal.settings.clock.clone();
     let order = certledger_order::start(
         OrderSetup {
-            log: db.log.clone(),
+            repo: certledger_runtime::CertificateRepository::new(db.log.clone()),
             listen: "127.0.0.1:0".parse().expect("addr"),
             issuers: vec!["builtin".into()],
             server: ServerOptions::default(),
@@ -100,7 +100,7 @@ pub async fn start_stack_with(
     .expect("order service");
     let issuance = certledger_issuance::start(
         IssuanceSetup {
-            log: db.log.clone(),
+            repo: certledger_runtime::CertificateRepository::new(db.log.clone()),
             source: EventSource::SqlTail {
                 log: db.log.clone(),
             },

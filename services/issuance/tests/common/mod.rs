@@ -143,7 +143,7 @@ pub async fn start_stack_with(
     let ca = test_ca(dir.path());
     let order = certledger_order::start(
         OrderSetup {
-            log: db.log.clone(),
+            repo: certledger_runtime::CertificateRepository::new(db.log.clone()),
             listen: "127.0.0.1:0".parse().unwrap(),
             issuers: vec!["builtin".into()],
             server: ServerOptions::default(),
@@ -157,7 +157,7 @@ pub async fn start_stack_with(
     .unwrap();
     let issuance = certledger_issuance::start(
         IssuanceSetup {
-            log: db.log.clone(),
+            repo: certledger_runtime::CertificateRepository::new(db.log.clone()),
             source,
             authority: ca.authority,
             keys: ca.keys,

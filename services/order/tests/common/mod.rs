@@ -41,7 +41,7 @@ pub async fn start_order(db: &TestDb) -> OrderUnderTest {
         .expect("list table");
     let service = start(
         OrderSetup {
-            log: db.log.clone(),
+            repo: certledger_runtime::CertificateRepository::new(db.log.clone()),
             listen: "127.0.0.1:0".parse().unwrap(),
             issuers: vec!["builtin".into()],
             server: ServerOptions::default(),
