@@ -42,6 +42,11 @@ impl ReadModel {
         ReadModel::ALL.into_iter().find(|m| m.name() == name)
     }
 
+    /// Its place in [`ReadModel::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
     /// Its tables.
     pub fn tables(self) -> &'static [&'static str] {
         match self {

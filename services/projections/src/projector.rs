@@ -10,11 +10,17 @@
 //!    from the log with `read_stream` and folded — one query and a fold of at most the
 //!    stream's length (certificate streams are tens of events). No log I/O happens inside
 //!    a read-model transaction.
-//! 2. In one transaction per event (live) or per batch (catch-up, rebuild): the
-//!    checkpoint rows are locked; for each read model the stream version it already
-//!    reflects is read (`projection_streams`); when the view is newer, the model's rows
-//!    for that stream are rewritten from the view and the version recorded; the model's
-//!    checkpoint moves to the event's position. Commit, then acknowledge.
+//! 2. In one transaction per delivered batch (live) or per page of the log (catch-up,
+//!    rebuild): the checkpoint rows are locked; the stream versions the read models
+//!    already reflect are read (`projection_streams`, one statement for every model);
+//!    where a view is newer, the model's rows for that stream are rewritten from the view
+//!    and the version recorded — gathered per table and written with multi-row statements
+//!    ([`crate::rows::Writes`]); the models' checkpoints move to the batch's highest
+//!    position. Commit, then acknowledge.
+//!
+//! Catch-up and rebuild work in three stages side by side: the next page of the log is
+//! read while a page is folded, and a page is folded while the one before it is written
+//! (pages are written one after the other, in position order).
 //!
 //! # Exactly once
 //!
@@ -43,11 +49,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProjectionError;
-use crate::model::{ReadModel, stream_kind};
-use crate::rows::{
-    clear_model, set_checkpoint, set_stream_versions, stream_versions, write_stream,
-};
-use crate::store::{ProjectionStore, lock_checkpoints, on, tx_commit};
+use crate::model::{ReadModel, StreamKind, stream_kind};
+use crate::rows::{Writes, clear_model, set_checkpoint, stream_versions};
+use crate::store::{Checkpoint, ProjectionStore, lock_checkpoints, on, tx_commit};
 use crate::view::{Decoded, RowPolicy, StreamView, decode};
 
 /// How the projector works.
@@ -57,7 +61,8 @@ pub struct ProjectorConfig {
     pub renewal_window: RenewalWindow,
     /// Streams whose views are kept in memory. Default 10,000.
     pub cache_capacity: usize,
-    /// Events per transaction in catch-up and rebuild. Default 500.
+    /// Events per transaction in catch-up and rebuild (one page of the log). Default
+    /// 2,000.
     pub batch_size: u32,
     /// A progress line is logged every this many events in catch-up and rebuild.
     /// Default 10,000.
@@ -71,7 +76,7 @@ impl Default for ProjectorConfig {
         Self {
             renewal_window: RenewalWindow::default(),
             cache_capacity: 10_000,
-            batch_size: 500,
+            batch_size: 2_000,
             progress_every: 10_000,
             consumer_name: "projections".to_owned(),
         }
@@ -143,7 +148,7 @@ enum Mode {
     CatchUp,
 }
 
-/// One stream touched by a batch.
+/// One stream touched by a batch, with its view at the newest of the batch's events.
 struct Touched {
     stream_id: String,
     view: Arc<StreamView>,
@@ -327,34 +332,58 @@ impl Projector {
                 finished,
             }
         };
-        let mut events = self.log.read_all(position, self.config.batch_size).await?;
-        while let Some(last) = events.last().map(|e| e.position) {
-            // The next page is read while this one is written.
-            let (applied, next) = tokio::join!(
-                self.apply_batch(&events, models, Mode::CatchUp, cache),
-                self.log.read_all(last, self.config.batch_size)
-            );
-            applied?;
-            done += events.len() as u64;
-            events = next?;
-            position = last;
-            if position > head {
-                head = self.log.head_position().await?;
+        // Three stages run side by side: the log is read a page ahead, a page is folded
+        // while the one before it is written (in a task of its own), and batches are
+        // written one after the other, in position order.
+        let read = |after: u64| {
+            let log = self.log.clone();
+            let limit = self.config.batch_size;
+            Task::spawn(async move { log.read_all(after, limit).await })
+        };
+        let mut page = Some(read(position));
+        // The batch being written, with its number of events and last position.
+        let mut writing: Option<Task<Result<(u64, u64), ProjectionError>>> = None;
+        loop {
+            let mut folded = None;
+            if let Some(reading) = page.take() {
+                let events = reading.join().await??;
+                if let Some(last) = events.last().map(|e| e.position) {
+                    page = Some(read(last));
+                    let batch = self.fold(&events, cache).await?;
+                    folded = Some((batch, events.len() as u64, last));
+                }
             }
-            let p = report(done, position, head, false);
-            if done >= next_line {
-                next_line = done + self.config.progress_every.max(1);
-                tracing::info!(
-                    models = ?p.models.iter().map(|m| m.name()).collect::<Vec<_>>(),
-                    events_done = p.events_done,
-                    position = p.position,
-                    head = p.head,
-                    rate_per_sec = p.rate_per_sec.round(),
-                    eta_secs = p.eta.map(|d| d.as_secs()),
-                    "projecting the log"
-                );
+            if let Some(written) = writing.take() {
+                let (events, last) = written.join().await??;
+                done += events;
+                position = last;
+                if position > head {
+                    head = self.log.head_position().await?;
+                }
+                let p = report(done, position, head, false);
+                if done >= next_line {
+                    next_line = done + self.config.progress_every.max(1);
+                    tracing::info!(
+                        models = ?p.models.iter().map(|m| m.name()).collect::<Vec<_>>(),
+                        events_done = p.events_done,
+                        position = p.position,
+                        head = p.head,
+                        rate_per_sec = p.rate_per_sec.round(),
+                        eta_secs = p.eta.map(|d| d.as_secs()),
+                        "projecting the log"
+                    );
+                }
+                progress(&p);
             }
-            progress(&p);
+            let Some((batch, events, last)) = folded else {
+                break;
+            };
+            let (sink, models) = (self.sink(), models.to_vec());
+            let write = async move {
+                let written = sink.write(&batch, &models, Mode::CatchUp).await;
+                written.map(|()| (events, last))
+            };
+            writing = Some(Task::spawn(write));
         }
         let what = "finish catch-up";
         let mut tx = self.store.begin_write(what).await?;
@@ -431,77 +460,144 @@ impl Projector {
         Ok(true)
     }
 
-    /// The view of the event's stream at the event's version.
-    async fn view_at(
+    /// The cached view of a stream, taken out of the cache for folding, when it is not
+    /// ahead of version `n`.
+    fn take_cached(cache: &Mutex<ViewCache>, stream_id: &str, n: u64) -> Option<Arc<StreamView>> {
+        let mut cache = lock_cache(cache);
+        let view = cache.remove(stream_id)?;
+        if view.version() <= n {
+            Some(view)
+        } else {
+            cache.insert(stream_id, view);
+            None
+        }
+    }
+
+    /// Folds `event` into `view`, a view of the event's stream below the event's version.
+    /// A gap (a miss, another replica handled the previous events) is folded from the
+    /// log first. On an error the view is left at a version it did reach.
+    async fn advance(
         &self,
-        cache: &Mutex<ViewCache>,
+        view: &mut StreamView,
         event: &RecordedEvent,
         decoded: &Decoded,
-    ) -> Result<Arc<StreamView>, ProjectionError> {
+    ) -> Result<(), ProjectionError> {
         let n = event.stream_version;
-        if stream_kind(&event.stream_id).0 == crate::model::StreamKind::Other {
-            // No read model reads it: nothing worth caching or folding.
-            return Ok(Arc::new(StreamView::Other { version: n }));
-        }
-        let base = lock_cache(cache)
-            .get(&event.stream_id)
-            .filter(|v| v.version() <= n)
-            .cloned();
-        if let Some(b) = &base {
-            if b.version() == n {
-                return Ok(b.clone());
-            }
-            if b.version() + 1 == n {
-                let view = Arc::new((**b).clone().apply(event, decoded));
-                lock_cache(cache).insert(&event.stream_id, view.clone());
-                return Ok(view);
-            }
-        }
-        if base.is_none() && n == 1 {
-            let view = Arc::new(StreamView::empty(&event.stream_id).apply(event, decoded));
-            lock_cache(cache).insert(&event.stream_id, view.clone());
-            return Ok(view);
-        }
-        // A miss or a gap: fold what is missing from the log.
-        let mut view = match base {
-            Some(b) => (*b).clone(),
-            None => StreamView::empty(&event.stream_id),
-        };
-        let missing = self
-            .log
-            .read_stream(&event.stream_id, view.version())
-            .await?;
-        for e in missing.iter().take_while(|e| e.stream_version <= n) {
-            if e.stream_version != view.version() + 1 {
-                return Err(ProjectionError::Inconsistent(format!(
-                    "stream {} jumps from version {} to {} in the log",
-                    event.stream_id,
-                    view.version(),
-                    e.stream_version
-                )));
-            }
-            view = if e.stream_version == n {
-                view.apply(e, decoded)
-            } else {
+        if view.version() + 1 < n {
+            let missing = self
+                .log
+                .read_stream(&event.stream_id, view.version())
+                .await?;
+            for e in missing.iter().take_while(|e| e.stream_version < n) {
+                if e.stream_version != view.version() + 1 {
+                    return Err(ProjectionError::Inconsistent(format!(
+                        "stream {} jumps from version {} to {} in the log",
+                        event.stream_id,
+                        view.version(),
+                        e.stream_version
+                    )));
+                }
                 let (d, ok) = decode(e);
                 if !ok {
                     self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
                 }
-                view.apply(e, &d)
+                view.apply(e, &d);
+            }
+            if view.version() + 1 != n {
+                return Err(ProjectionError::Inconsistent(format!(
+                    "stream {} has {} events in the log before version {n}, but event {} at position {} is its version {n}",
+                    event.stream_id,
+                    view.version(),
+                    event.event_id,
+                    event.position
+                )));
+            }
+        }
+        view.apply(event, decoded);
+        Ok(())
+    }
+
+    /// Folds `events` into the views of their streams, one [`Touched`] per stream at its
+    /// newest version in the batch, outside any transaction; the views are cached
+    /// (also after an error: they are the streams' folds whatever the read models say).
+    /// Views come out of the cache and are changed in place (steady state: one `evolve`
+    /// per event, no copy). Streams no read model reads are left out.
+    async fn fold(
+        &self,
+        events: &[RecordedEvent],
+        cache: &Mutex<ViewCache>,
+    ) -> Result<Batch, ProjectionError> {
+        let (first, last) = match (events.first(), events.last()) {
+            (Some(f), Some(l)) => (f.position, l.position),
+            _ => (0, 0),
+        };
+        let mut touched: Vec<Touched> = Vec::new();
+        let folded = self.fold_into(events, cache, &mut touched).await;
+        let mut cached = lock_cache(cache);
+        for t in &touched {
+            cached.insert(&t.stream_id, t.view.clone());
+        }
+        drop(cached);
+        folded?;
+        Ok(Batch {
+            touched,
+            events: events.len() as u64,
+            // Live batches may come slightly out of position order (JetStream).
+            highest: events.iter().map(|e| e.position).max().unwrap_or(last),
+            what: if events.len() == 1 {
+                format!("project position {last}")
+            } else {
+                format!("project positions {first}..={last}")
+            },
+        })
+    }
+
+    async fn fold_into(
+        &self,
+        events: &[RecordedEvent],
+        cache: &Mutex<ViewCache>,
+        touched: &mut Vec<Touched>,
+    ) -> Result<(), ProjectionError> {
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for event in events {
+            if stream_kind(&event.stream_id).0 == StreamKind::Other {
+                continue;
+            }
+            let (decoded, ok) = decode(event);
+            if !ok {
+                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+            }
+            let n = event.stream_version;
+            let i = match index.get(event.stream_id.as_str()) {
+                // A redelivered older event of the stream never replaces a newer view.
+                Some(&i) if touched[i].view.version() >= n => continue,
+                Some(&i) => i,
+                None => {
+                    let view = Self::take_cached(cache, &event.stream_id, n)
+                        .unwrap_or_else(|| Arc::new(StreamView::empty(&event.stream_id)));
+                    let already = view.version() == n;
+                    index.insert(&event.stream_id, touched.len());
+                    touched.push(Touched {
+                        stream_id: event.stream_id.clone(),
+                        view,
+                        last_position: event.position,
+                        last_event_type: event.event_type.clone(),
+                    });
+                    if already {
+                        // Folded before (a repeated delivery).
+                        continue;
+                    }
+                    touched.len() - 1
+                }
             };
+            let t = &mut touched[i];
+            // A copy only when the view is still being written by the previous batch.
+            self.advance(Arc::make_mut(&mut t.view), event, &decoded)
+                .await?;
+            t.last_position = event.position;
+            t.last_event_type.clone_from(&event.event_type);
         }
-        if view.version() != n {
-            return Err(ProjectionError::Inconsistent(format!(
-                "stream {} has {} events in the log, but event {} at position {} is its version {n}",
-                event.stream_id,
-                view.version(),
-                event.event_id,
-                event.position
-            )));
-        }
-        let view = Arc::new(view);
-        lock_cache(cache).insert(&event.stream_id, view.clone());
-        Ok(view)
+        Ok(())
     }
 
     async fn apply_batch(
@@ -511,107 +607,127 @@ impl Projector {
         mode: Mode,
         cache: &Mutex<ViewCache>,
     ) -> Result<(), ProjectionError> {
-        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        if events.is_empty() {
             return Ok(());
-        };
-        // Live batches may come slightly out of position order (JetStream).
-        let highest = events
-            .iter()
-            .map(|e| e.position)
-            .max()
-            .unwrap_or(last.position);
-        let what = if events.len() == 1 {
-            format!("project position {}", last.position)
-        } else {
-            format!("project positions {}..={}", first.position, last.position)
-        };
-        // 1. Views, outside any transaction.
-        let mut touched: Vec<Touched> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for event in events {
-            let (decoded, ok) = decode(event);
-            if !ok {
-                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-            }
-            let view = self.view_at(cache, event, &decoded).await?;
-            match index.get(&event.stream_id) {
-                // A redelivered older event of the stream never replaces a newer view.
-                Some(&i) if touched[i].view.version() > view.version() => {}
-                Some(&i) => {
-                    let t = &mut touched[i];
-                    t.view = view;
-                    t.last_position = event.position;
-                    t.last_event_type.clone_from(&event.event_type);
-                }
-                None => {
-                    index.insert(event.stream_id.clone(), touched.len());
-                    touched.push(Touched {
-                        stream_id: event.stream_id.clone(),
-                        view,
-                        last_position: event.position,
-                        last_event_type: event.event_type.clone(),
-                    });
-                }
-            }
         }
-        // 2. Rows, checkpoints: one transaction.
-        let mut tx = self.store.begin_write(&what).await?;
-        let checkpoints = lock_checkpoints(&mut tx, models, &what).await?;
-        let mut writes = 0u64;
-        let mut inventory_written: Vec<usize> = Vec::new();
+        let batch = self.fold(events, cache).await?;
+        self.sink().write(&batch, models, mode).await
+    }
+
+    fn sink(&self) -> Sink {
+        Sink {
+            store: self.store.clone(),
+            policy: self.policy,
+            stats: self.stats.clone(),
+            changes: self.changes.clone(),
+        }
+    }
+}
+
+/// A task of the catch-up, aborted when dropped (a cancelled catch-up leaves nothing
+/// running; an unfinished write is rolled back).
+struct Task<T>(tokio::task::JoinHandle<T>);
+
+impl<T: Send + 'static> Task<T> {
+    fn spawn(future: impl std::future::Future<Output = T> + Send + 'static) -> Self {
+        Task(tokio::spawn(future))
+    }
+
+    async fn join(mut self) -> Result<T, ProjectionError> {
+        match (&mut self.0).await {
+            Ok(value) => Ok(value),
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(ProjectionError::Inconsistent(format!(
+                "a catch-up task ended early: {error}"
+            ))),
+        }
+    }
+}
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A folded batch, ready to be written.
+struct Batch {
+    touched: Vec<Touched>,
+    /// Events in the batch.
+    events: u64,
+    /// Its highest position.
+    highest: u64,
+    /// What it is, for errors.
+    what: String,
+}
+
+/// What writing a batch needs, owned: catch-up writes a batch in a task of its own while
+/// it folds the next.
+struct Sink {
+    store: ProjectionStore,
+    policy: RowPolicy,
+    stats: Arc<ProjectorStats>,
+    changes: broadcast::Sender<InventoryChange>,
+}
+
+impl Sink {
+    /// Writes a batch's rows and checkpoints in one transaction: for each read model the
+    /// streams whose views are newer than the versions it reflects.
+    async fn write(
+        &self,
+        batch: &Batch,
+        models: &[ReadModel],
+        mode: Mode,
+    ) -> Result<(), ProjectionError> {
+        let (touched, highest, what) = (&batch.touched, batch.highest, batch.what.as_str());
+        let mut tx = self.store.begin_write(what).await?;
+        let checkpoints = lock_checkpoints(&mut tx, models, what).await?;
+        let due = |cp: &Checkpoint, t: &Touched| {
+            cp.model.reads(stream_kind(&t.stream_id).0)
+                && !(mode == Mode::CatchUp && t.last_position <= cp.position)
+        };
+        let ids: Vec<&str> = touched
+            .iter()
+            .filter(|t| checkpoints.iter().any(|cp| due(cp, t)))
+            .map(|t| t.stream_id.as_str())
+            .collect();
+        let locked: Vec<ReadModel> = checkpoints.iter().map(|cp| cp.model).collect();
+        let reflected = stream_versions(&mut tx, &locked, &ids, what).await?;
+        let mut writes = Writes::default();
+        let mut inventory_written: Vec<&Touched> = Vec::new();
         for cp in &checkpoints {
-            let due: Vec<usize> = (0..touched.len())
-                .filter(|&i| {
-                    let t = &touched[i];
-                    cp.model.reads(stream_kind(&t.stream_id).0)
-                        && !(mode == Mode::CatchUp && t.last_position <= cp.position)
-                })
-                .collect();
-            let ids: Vec<&str> = due.iter().map(|&i| touched[i].stream_id.as_str()).collect();
-            let reflected = stream_versions(&mut tx, cp.model, &ids, &what).await?;
-            let mut written: Vec<(&str, u64)> = Vec::with_capacity(due.len());
-            for i in due {
-                let t = &touched[i];
-                let was = reflected.get(&t.stream_id).copied().unwrap_or(0);
+            for t in touched.iter().filter(|t| due(cp, t)) {
+                let was = reflected
+                    .get(t.stream_id.as_str())
+                    .map_or(0, |v| v[cp.model.index()]);
                 if t.view.version() <= was {
                     continue;
                 }
-                write_stream(
-                    &mut tx,
-                    cp.model,
-                    &t.stream_id,
-                    &t.view,
-                    was,
-                    &self.policy,
-                    &what,
-                )
-                .await?;
-                written.push((&t.stream_id, t.view.version()));
+                writes.add(cp.model, &t.stream_id, &t.view, was, &self.policy);
                 if cp.model == ReadModel::Inventory {
-                    inventory_written.push(i);
+                    inventory_written.push(t);
                 }
             }
-            set_stream_versions(&mut tx, cp.model, &written, &what).await?;
-            writes += written.len() as u64;
+        }
+        let streams = writes.streams();
+        writes.flush(&mut tx, what).await?;
+        for cp in &checkpoints {
             let advance = !(mode == Mode::Live && cp.rebuilding);
             if advance && highest > cp.position {
-                set_checkpoint(&mut tx, cp.model, highest, cp.rebuilding, &what).await?;
+                set_checkpoint(&mut tx, cp.model, highest, cp.rebuilding, what).await?;
             }
         }
-        tx_commit(tx, &what).await?;
-        // 3. Counters and change notifications, after the commit.
-        self.stats
-            .events
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        tx_commit(tx, what).await?;
+        // Counters and change notifications, after the commit.
+        self.stats.events.fetch_add(batch.events, Ordering::Relaxed);
         self.stats
             .stream_writes
-            .fetch_add(writes, Ordering::Relaxed);
+            .fetch_add(streams, Ordering::Relaxed);
         self.stats
             .last_position
             .fetch_max(highest, Ordering::Relaxed);
         if mode == Mode::Live && self.changes.receiver_count() > 0 {
-            for i in inventory_written {
-                let t = &touched[i];
+            for t in inventory_written {
                 if let StreamView::Certificate(v) = t.view.as_ref() {
                     // No receiver is not an error.
                     let _ = self.changes.send(InventoryChange {

@@ -1,6 +1,11 @@
 //! Reading and writing read-model rows. The same SQL runs on PostgreSQL and SQLite.
+//!
+//! A batch's rows are gathered per table ([`Writes`]) and written with multi-row
+//! statements: a few statements per table and batch instead of one per stream and row.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use sqlx::AssertSqlSafe;
 
@@ -9,7 +14,7 @@ use crate::model::{
     CrlPublicationRow, DeploymentRow, ExpiryRow, InventoryRow, ReadModel, RevocationRow, TargetRow,
     from_micros, micros,
 };
-use crate::store::{RowExt, Tx, on, to_i64, to_u64};
+use crate::store::{Db, RowExt, Tx, on, to_i64, to_u64};
 use crate::view::{RowPolicy, StreamView};
 
 pub(crate) const INVENTORY_COLUMNS: &str = "certificate_id, tenant, status, domains, issuer, key_algorithm, validation_method, auto_renew, \
@@ -17,12 +22,53 @@ pub(crate) const INVENTORY_COLUMNS: &str = "certificate_id, tenant, status, doma
      last_failure_reason, last_failure_code, last_failure_at, next_retry_at, predecessor_id, successor_id, renewal_state, \
      validation_failures, issuance_failures, deployment_failures, renewal_failures, stream_version, updated_position, updated_at";
 
-const UPSERT_INVENTORY: &str = "INSERT INTO inventory (certificate_id, tenant, status, domains, issuer, key_algorithm, validation_method, auto_renew, \
+pub(crate) const EXPIRY_COLUMNS: &str = "certificate_id, tenant, status, not_before, not_after, renewal_opens_at, auto_renew, successor_id, updated_position";
+
+pub(crate) const DEPLOYMENT_COLUMNS: &str = "certificate_id, target_id, tenant, deployment_id, state, state_since, replaces_certificate_id, replaced_by, \
+     failure_step, failure_code, failure_reason, observed_fingerprint, updated_position";
+
+pub(crate) const TARGET_COLUMNS: &str =
+    "target_id, tenant, name, kind, status, removal_reason, registered_at, updated_position";
+
+pub(crate) const REVOCATION_COLUMNS: &str = "certificate_id, tenant, serial, reason, requested_by, requested_at, revoked_at, crl_published_at, \
+     issuer, revoked_position, updated_position";
+
+pub(crate) const CRL_PUBLICATION_COLUMNS: &str =
+    "issuer, crl_number, this_update, next_update, entries, revocations_through, position";
+
+const INSERT_CRL_PUBLICATION: &str = "INSERT INTO crl_publications (issuer, crl_number, this_update, next_update, entries, revocations_through, position) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (issuer, crl_number) DO NOTHING";
+
+/// The other side of the revocations' upsert: a newly recorded CRL dates the revocations
+/// it is the first to list.
+const DATE_REVOCATIONS: &str = "UPDATE revocations SET crl_published_at = $1 \
+     WHERE issuer = $2 AND revoked_position IS NOT NULL AND revoked_position <= $3 \
+     AND (crl_published_at IS NULL OR crl_published_at > $1)";
+
+/// A statement over many rows: `head`, then `row` once per row, joined by `, `, then
+/// `tail`. `row`'s parameters `$1…$width` are renumbered for each row, after the `fixed`
+/// parameters of `head`.
+struct Many {
+    /// Names the statement in the cache of generated SQL and in errors.
+    name: &'static str,
+    head: &'static str,
+    fixed: usize,
+    row: &'static str,
+    width: usize,
+    tail: &'static str,
+}
+
+const UPSERT_INVENTORY: Many = Many {
+    name: "write inventory",
+    head: "INSERT INTO inventory (certificate_id, tenant, status, domains, issuer, key_algorithm, validation_method, auto_renew, \
      serial, not_before, not_after, fingerprint, deployment_count, deployment_targets, status_since, ordered_at, \
      last_failure_reason, last_failure_code, last_failure_at, next_retry_at, predecessor_id, successor_id, renewal_state, \
      validation_failures, issuance_failures, deployment_failures, renewal_failures, stream_version, updated_position, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) \
-     ON CONFLICT (certificate_id) DO UPDATE SET tenant = excluded.tenant, status = excluded.status, domains = excluded.domains, \
+     VALUES ",
+    fixed: 0,
+    row: "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
+    width: 30,
+    tail: " ON CONFLICT (certificate_id) DO UPDATE SET tenant = excluded.tenant, status = excluded.status, domains = excluded.domains, \
      issuer = excluded.issuer, key_algorithm = excluded.key_algorithm, validation_method = excluded.validation_method, \
      auto_renew = excluded.auto_renew, serial = excluded.serial, not_before = excluded.not_before, not_after = excluded.not_after, \
      fingerprint = excluded.fingerprint, deployment_count = excluded.deployment_count, deployment_targets = excluded.deployment_targets, \
@@ -31,57 +77,373 @@ const UPSERT_INVENTORY: &str = "INSERT INTO inventory (certificate_id, tenant, s
      predecessor_id = excluded.predecessor_id, successor_id = excluded.successor_id, renewal_state = excluded.renewal_state, \
      validation_failures = excluded.validation_failures, issuance_failures = excluded.issuance_failures, \
      deployment_failures = excluded.deployment_failures, renewal_failures = excluded.renewal_failures, \
-     stream_version = excluded.stream_version, updated_position = excluded.updated_position, updated_at = excluded.updated_at";
+     stream_version = excluded.stream_version, updated_position = excluded.updated_position, updated_at = excluded.updated_at",
+};
 
-pub(crate) const EXPIRY_COLUMNS: &str = "certificate_id, tenant, status, not_before, not_after, renewal_opens_at, auto_renew, successor_id, updated_position";
-
-const UPSERT_EXPIRY: &str = "INSERT INTO expiry_calendar (certificate_id, tenant, status, not_before, not_after, renewal_opens_at, auto_renew, successor_id, updated_position) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-     ON CONFLICT (certificate_id) DO UPDATE SET tenant = excluded.tenant, status = excluded.status, not_before = excluded.not_before, \
+const UPSERT_EXPIRY: Many = Many {
+    name: "write expiry_calendar",
+    head: "INSERT INTO expiry_calendar (certificate_id, tenant, status, not_before, not_after, renewal_opens_at, auto_renew, successor_id, updated_position) \
+     VALUES ",
+    fixed: 0,
+    row: "($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    width: 9,
+    tail: " ON CONFLICT (certificate_id) DO UPDATE SET tenant = excluded.tenant, status = excluded.status, not_before = excluded.not_before, \
      not_after = excluded.not_after, renewal_opens_at = excluded.renewal_opens_at, auto_renew = excluded.auto_renew, \
-     successor_id = excluded.successor_id, updated_position = excluded.updated_position";
+     successor_id = excluded.successor_id, updated_position = excluded.updated_position",
+};
 
-pub(crate) const DEPLOYMENT_COLUMNS: &str = "certificate_id, target_id, tenant, deployment_id, state, state_since, replaces_certificate_id, replaced_by, \
-     failure_step, failure_code, failure_reason, observed_fingerprint, updated_position";
-
-const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (certificate_id, target_id, tenant, deployment_id, state, state_since, replaces_certificate_id, replaced_by, \
+const INSERT_DEPLOYMENTS: Many = Many {
+    name: "write deployments",
+    head: "INSERT INTO deployments (certificate_id, target_id, tenant, deployment_id, state, state_since, replaces_certificate_id, replaced_by, \
      failure_step, failure_code, failure_reason, observed_fingerprint, updated_position) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+     VALUES ",
+    fixed: 0,
+    row: "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    width: 13,
+    tail: "",
+};
 
-pub(crate) const TARGET_COLUMNS: &str =
-    "target_id, tenant, name, kind, status, removal_reason, registered_at, updated_position";
-
-const UPSERT_TARGET: &str = "INSERT INTO targets (target_id, tenant, name, kind, status, removal_reason, registered_at, updated_position) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-     ON CONFLICT (target_id) DO UPDATE SET tenant = excluded.tenant, name = excluded.name, kind = excluded.kind, \
+const UPSERT_TARGETS: Many = Many {
+    name: "write targets",
+    head: "INSERT INTO targets (target_id, tenant, name, kind, status, removal_reason, registered_at, updated_position) VALUES ",
+    fixed: 0,
+    row: "($1, $2, $3, $4, $5, $6, $7, $8)",
+    width: 8,
+    tail: " ON CONFLICT (target_id) DO UPDATE SET tenant = excluded.tenant, name = excluded.name, kind = excluded.kind, \
      status = excluded.status, removal_reason = excluded.removal_reason, registered_at = excluded.registered_at, \
-     updated_position = excluded.updated_position";
-
-pub(crate) const REVOCATION_COLUMNS: &str = "certificate_id, tenant, serial, reason, requested_by, requested_at, revoked_at, crl_published_at, \
-     issuer, revoked_position, updated_position";
+     updated_position = excluded.updated_position",
+};
 
 /// `crl_published_at` is the thisUpdate of the first recorded CRL of the issuer that
 /// lists the revocation (NULL until there is one, or while not revoked).
-const UPSERT_REVOCATION: &str = "INSERT INTO revocations (certificate_id, tenant, serial, reason, requested_by, requested_at, revoked_at, crl_published_at, \
-     issuer, revoked_position, updated_position) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, \
-     (SELECT MIN(this_update) FROM crl_publications WHERE issuer = $8 AND revocations_through >= $9), $8, $9, $10) \
-     ON CONFLICT (certificate_id) DO UPDATE SET tenant = excluded.tenant, serial = excluded.serial, reason = excluded.reason, \
+const UPSERT_REVOCATIONS: Many = Many {
+    name: "write revocations",
+    head: "INSERT INTO revocations (certificate_id, tenant, serial, reason, requested_by, requested_at, revoked_at, crl_published_at, \
+     issuer, revoked_position, updated_position) VALUES ",
+    fixed: 0,
+    row: "($1, $2, $3, $4, $5, $6, $7, \
+     (SELECT MIN(this_update) FROM crl_publications WHERE issuer = $8 AND revocations_through >= $9), $8, $9, $10)",
+    width: 10,
+    tail: " ON CONFLICT (certificate_id) DO UPDATE SET tenant = excluded.tenant, serial = excluded.serial, reason = excluded.reason, \
      requested_by = excluded.requested_by, requested_at = excluded.requested_at, revoked_at = excluded.revoked_at, \
      crl_published_at = excluded.crl_published_at, issuer = excluded.issuer, revoked_position = excluded.revoked_position, \
-     updated_position = excluded.updated_position";
+     updated_position = excluded.updated_position",
+};
 
-pub(crate) const CRL_PUBLICATION_COLUMNS: &str =
-    "issuer, crl_number, this_update, next_update, entries, revocations_through, position";
+const fn delete_where_in(name: &'static str, head: &'static str) -> Many {
+    Many {
+        name,
+        head,
+        fixed: 0,
+        row: "$1",
+        width: 1,
+        tail: ")",
+    }
+}
 
-const INSERT_CRL_PUBLICATION: &str = "INSERT INTO crl_publications (issuer, crl_number, this_update, next_update, entries, revocations_through, position) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (issuer, crl_number) DO NOTHING";
+/// The tables a batch writes rows to (CRL publications apart), in the order they are
+/// written.
+#[derive(Debug, Clone, Copy)]
+enum Table {
+    Inventory,
+    ExpiryCalendar,
+    Deployments,
+    Targets,
+    Revocations,
+}
 
-/// The other side of `UPSERT_REVOCATION`: a newly recorded CRL dates the revocations it
-/// is the first to list.
-const DATE_REVOCATIONS: &str = "UPDATE revocations SET crl_published_at = $1 \
-     WHERE issuer = $2 AND revoked_position IS NOT NULL AND revoked_position <= $3 \
-     AND (crl_published_at IS NULL OR crl_published_at > $1)";
+/// Each [`Table`]'s delete (the rows of some streams) and insert, in its order.
+const TABLES: [(Many, Many); 5] = [
+    (
+        delete_where_in(
+            "delete from inventory",
+            "DELETE FROM inventory WHERE certificate_id IN (",
+        ),
+        UPSERT_INVENTORY,
+    ),
+    (
+        delete_where_in(
+            "delete from expiry_calendar",
+            "DELETE FROM expiry_calendar WHERE certificate_id IN (",
+        ),
+        UPSERT_EXPIRY,
+    ),
+    (
+        delete_where_in(
+            "delete from deployments",
+            "DELETE FROM deployments WHERE certificate_id IN (",
+        ),
+        INSERT_DEPLOYMENTS,
+    ),
+    (
+        delete_where_in(
+            "delete from targets",
+            "DELETE FROM targets WHERE target_id IN (",
+        ),
+        UPSERT_TARGETS,
+    ),
+    (
+        delete_where_in(
+            "delete from revocations",
+            "DELETE FROM revocations WHERE certificate_id IN (",
+        ),
+        UPSERT_REVOCATIONS,
+    ),
+];
+
+const _: () = assert!(
+    ReadModel::ALL.len() == 4,
+    "STREAM_VERSIONS names four models"
+);
+
+/// Any of the models' (`$1`…`$4`, repeated when fewer) versions of the listed streams.
+const STREAM_VERSIONS: Many = Many {
+    name: "read stream versions",
+    head: "SELECT model, stream_id, version FROM projection_streams \
+     WHERE model IN ($1, $2, $3, $4) AND stream_id IN (",
+    fixed: 4,
+    row: "$1",
+    width: 1,
+    tail: ")",
+};
+
+const SET_STREAM_VERSIONS: Many = Many {
+    name: "save stream versions",
+    head: "INSERT INTO projection_streams (model, stream_id, version) VALUES ",
+    fixed: 0,
+    row: "($1, $2, $3)",
+    width: 3,
+    tail: " ON CONFLICT (model, stream_id) DO UPDATE SET version = excluded.version",
+};
+
+/// Bound parameters per statement at most (SQLite's limit is 32,766, PostgreSQL's 65,535).
+const MAX_PARAMETERS: usize = 32_000;
+/// Rows per statement at most. Larger statements save no time: SQLite copies every page
+/// a statement changes to its statement journal, which spills to a temporary file
+/// beyond 64 KiB.
+const MAX_ROWS: usize = 64;
+
+/// The most rows of `m` per statement: a power of two.
+fn max_rows(m: &Many) -> usize {
+    let n = ((MAX_PARAMETERS - m.fixed) / m.width).clamp(1, MAX_ROWS);
+    1 << n.ilog2()
+}
+
+/// How `total` rows are split into statements: as many full ones as fit, then powers of
+/// two, so that few distinct statements are ever prepared (and cached by the connection).
+fn chunk_sizes(total: usize, max: usize) -> impl Iterator<Item = usize> {
+    let mut left = total;
+    std::iter::from_fn(move || {
+        let n = match left {
+            0 => return None,
+            l if l >= max => max,
+            l => 1 << l.ilog2(),
+        };
+        left -= n;
+        Some(n)
+    })
+}
+
+/// The SQL of `m` for `rows` rows.
+fn many_sql(m: &Many, rows: usize) -> String {
+    let mut sql = String::with_capacity(m.head.len() + rows * (m.row.len() + 16) + m.tail.len());
+    sql.push_str(m.head);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        let base = m.fixed + r * m.width;
+        let mut rest = m.row;
+        while let Some(at) = rest.find('$') {
+            sql.push_str(&rest[..at]);
+            let digits = rest[at + 1..]
+                .bytes()
+                .take_while(u8::is_ascii_digit)
+                .count();
+            let k: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or(0);
+            let _ = write!(sql, "${}", base + k);
+            rest = &rest[at + 1 + digits..];
+        }
+        sql.push_str(rest);
+    }
+    sql.push_str(m.tail);
+    sql
+}
+
+/// A statement's SQL for one backend and number of rows.
+#[derive(Clone)]
+struct Sql {
+    text: Arc<str>,
+    /// SQLite with a parameter used twice: which value each `?` takes, in order (value
+    /// number from 1, and whether it is the value's last use). `None`: each value once,
+    /// in order.
+    order: Option<Arc<[(usize, bool)]>>,
+}
+
+/// PostgreSQL's `$n` parameters as SQLite's anonymous `?` ones, and which value each
+/// takes. sqlx binds SQLite's named parameters by looking each one's name up in a
+/// list, which makes binding quadratic in the number of parameters; anonymous ones are
+/// bound in order.
+fn anonymous(sql: &str) -> (String, Vec<usize>) {
+    let mut text = String::with_capacity(sql.len());
+    let mut order = Vec::new();
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        text.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        order.push(rest[at + 1..at + 1 + digits].parse().unwrap_or(0));
+        text.push('?');
+        rest = &rest[at + 1 + digits..];
+    }
+    text.push_str(rest);
+    (text, order)
+}
+
+/// [`many_sql`] for the backend, generated once per statement, backend and size (sizes
+/// are powers of two, so the cache stays small).
+fn cached_sql(m: &Many, rows: usize, sqlite: bool) -> Sql {
+    type Cache = HashMap<(&'static str, usize, bool), Sql>;
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    cache
+        .entry((m.name, rows, sqlite))
+        .or_insert_with(|| {
+            let sql = many_sql(m, rows);
+            if !sqlite {
+                return Sql {
+                    text: Arc::from(sql),
+                    order: None,
+                };
+            }
+            let (text, order) = anonymous(&sql);
+            let in_order = order.iter().enumerate().all(|(i, n)| *n == i + 1);
+            Sql {
+                text: Arc::from(text),
+                order: (!in_order).then(|| {
+                    order
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (*n, !order[i + 1..].contains(n)))
+                        .collect()
+                }),
+            }
+        })
+        .clone()
+}
+
+/// `values` (numbered from 1) in the order `sql` binds them.
+fn arrange(sql: &Sql, values: Vec<Value>) -> Vec<Value> {
+    let Some(order) = &sql.order else {
+        return values;
+    };
+    let mut slots: Vec<Option<Value>> = values.into_iter().map(Some).collect();
+    order
+        .iter()
+        .filter_map(|&(n, last)| {
+            let slot = slots.get_mut(n.checked_sub(1)?)?;
+            if last { slot.take() } else { slot.clone() }
+        })
+        .collect()
+}
+
+/// A value bound to a statement.
+#[derive(Debug, Clone)]
+enum Value {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    OptInt(Option<i64>),
+    Flag(bool),
+    Name(&'static str),
+}
+
+/// `$query` with every value of `$values` bound, in order.
+macro_rules! bind_values {
+    ($query:expr, $values:expr) => {{
+        let mut q = $query;
+        for v in $values {
+            q = match v {
+                Value::Text(s) => q.bind(s),
+                Value::OptText(s) => q.bind(s),
+                Value::Int(i) => q.bind(i),
+                Value::OptInt(i) => q.bind(i),
+                Value::Flag(b) => q.bind(b),
+                Value::Name(s) => q.bind(s),
+            };
+        }
+        q
+    }};
+}
+
+/// Runs `m` (a statement without `fixed` parameters) over `values`, `m.width` per row, in
+/// as few statements as the limits allow.
+async fn execute_many(tx: &mut Tx, m: &Many, values: Vec<Value>) -> Result<(), sqlx::Error> {
+    let rows = values.len() / m.width;
+    let sqlite = matches!(tx, Db::Sqlite(_));
+    let mut values = values.into_iter();
+    for n in chunk_sizes(rows, max_rows(m)) {
+        let sql = cached_sql(m, n, sqlite);
+        let chunk = arrange(&sql, values.by_ref().take(n * m.width).collect());
+        on!(tx, c => bind_values!(sqlx::query(AssertSqlSafe(sql.text)), chunk)
+            .execute(&mut *c)
+            .await
+            .map(|r| r.rows_affected()))?;
+    }
+    Ok(())
+}
+
+/// The stream versions the read models reflect, for every stream in `stream_ids` one of
+/// them has seen, by [`ReadModel::index`] (absent or 0: none).
+pub(crate) async fn stream_versions(
+    tx: &mut Tx,
+    models: &[ReadModel],
+    stream_ids: &[&str],
+    what: &str,
+) -> Result<HashMap<String, [u64; 4]>, ProjectionError> {
+    let mut versions: HashMap<String, [u64; 4]> = HashMap::with_capacity(stream_ids.len());
+    let Some(&first) = models.first() else {
+        return Ok(versions);
+    };
+    let names: Vec<Value> = (0..STREAM_VERSIONS.fixed)
+        .map(|i| Value::Name(models.get(i).copied().unwrap_or(first).name()))
+        .collect();
+    let sqlite = matches!(tx, Db::Sqlite(_));
+    let mut ids = stream_ids.iter();
+    for n in chunk_sizes(stream_ids.len(), max_rows(&STREAM_VERSIONS)) {
+        let sql = cached_sql(&STREAM_VERSIONS, n, sqlite);
+        let values = names
+            .iter()
+            .cloned()
+            .chain(ids.by_ref().take(n).map(|id| Value::Text((*id).to_owned())))
+            .collect();
+        let values = arrange(&sql, values);
+        let rows = on!(tx, c => {
+            let rows = bind_values!(sqlx::query(AssertSqlSafe(sql.text)), values)
+                .fetch_all(&mut *c)
+                .await;
+            rows.and_then(|rows| {
+                rows.iter()
+                    .map(|r| Ok((r.text("model")?, r.text("stream_id")?, to_u64(r.int("version")?))))
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            })
+        })
+        .map_err(ProjectionError::db(format!(
+            "{what}: read versions of {n} streams"
+        )))?;
+        for (model, stream_id, version) in rows {
+            if let Some(model) = ReadModel::parse(&model) {
+                versions.entry(stream_id).or_default()[model.index()] = version;
+            }
+        }
+    }
+    Ok(versions)
+}
 
 fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
@@ -91,297 +453,227 @@ fn parse_list(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
-/// Streams per statement when reading or writing stream versions (far below either
-/// database's limit on bound parameters).
-const VERSIONS_PER_STATEMENT: usize = 300;
-
-/// `($first, $first+1, …)` for `n` rows of `width` parameters each.
-fn placeholders(rows: usize, width: usize, first: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let cols: Vec<String> = (0..width)
-                .map(|c| format!("${}", first + r * width + c))
-                .collect();
-            format!("({})", cols.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The rows one table gets from a batch.
+#[derive(Debug, Default)]
+struct TableWrites {
+    /// Keys of the streams whose rows are deleted first.
+    deletes: Vec<Value>,
+    /// The rows then inserted (or upserted), `width` values each.
+    rows: Vec<Value>,
 }
 
-/// The stream versions a read model reflects, for every stream in `stream_ids` it has
-/// seen (absent: none), in one statement per few hundred streams.
-pub(crate) async fn stream_versions(
-    tx: &mut Tx,
-    model: ReadModel,
-    stream_ids: &[&str],
-    what: &str,
-) -> Result<HashMap<String, u64>, ProjectionError> {
-    let mut versions = HashMap::with_capacity(stream_ids.len());
-    for chunk in stream_ids.chunks(VERSIONS_PER_STATEMENT) {
-        let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!(
-            "SELECT stream_id, version FROM projection_streams WHERE model = $1 AND stream_id IN ({})",
-            list.join(", ")
-        );
-        let rows = on!(tx, c => {
-            let mut q = sqlx::query(AssertSqlSafe(sql.clone())).bind(model.name());
-            for id in chunk {
-                q = q.bind(*id);
+/// What a batch writes to the read models: rows gathered per table from the views of the
+/// streams it touched ([`Writes::add`]), then written with a few multi-row statements per
+/// table ([`Writes::flush`]). Every key belongs to one stream, and a batch adds each
+/// stream once per model, so deleting first and inserting after gives the same rows as
+/// writing stream after stream.
+#[derive(Debug, Default)]
+pub(crate) struct Writes {
+    tables: [TableWrites; TABLES.len()],
+    crl_publications: Vec<CrlPublicationRow>,
+    /// (model, stream id, version) of each stream written.
+    versions: Vec<Value>,
+}
+
+impl Writes {
+    /// Rows of `model` for one stream from its view, which is newer than the `reflected`
+    /// version, and the view's version as the one the model now reflects. At version 0
+    /// the model has no rows of the stream, so there is nothing to delete.
+    pub fn add(
+        &mut self,
+        model: ReadModel,
+        stream_id: &str,
+        view: &StreamView,
+        reflected: u64,
+        policy: &RowPolicy,
+    ) {
+        match (model, view) {
+            (ReadModel::Inventory, StreamView::Certificate(v)) => match v.inventory_row() {
+                Some(r) => self.row(Table::Inventory, inventory_values(r)),
+                None => self.delete(Table::Inventory, reflected, &v.id),
+            },
+            (ReadModel::ExpiryCalendar, StreamView::Certificate(v)) => match v.expiry_row(policy) {
+                Some(r) => self.row(Table::ExpiryCalendar, expiry_values(r)),
+                None => self.delete(Table::ExpiryCalendar, reflected, &v.id),
+            },
+            (ReadModel::Deployments, StreamView::Certificate(v)) => {
+                self.delete(Table::Deployments, reflected, &v.id);
+                for r in v.deployment_rows() {
+                    self.row(Table::Deployments, deployment_values(r));
+                }
             }
-            let rows = q.fetch_all(&mut *c).await;
-            rows.and_then(|rows| {
-                rows.iter()
-                    .map(|r| Ok((r.text("stream_id")?, to_u64(r.int("version")?))))
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-            })
-        })
-        .map_err(ProjectionError::db(format!(
-            "{what}: read {} versions of {} streams",
-            model.name(),
-            chunk.len()
-        )))?;
-        versions.extend(rows);
-    }
-    Ok(versions)
-}
-
-/// Records the stream versions a read model now reflects.
-pub(crate) async fn set_stream_versions(
-    tx: &mut Tx,
-    model: ReadModel,
-    versions: &[(&str, u64)],
-    what: &str,
-) -> Result<(), ProjectionError> {
-    for chunk in versions.chunks(VERSIONS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO projection_streams (model, stream_id, version) VALUES {} \
-             ON CONFLICT (model, stream_id) DO UPDATE SET version = excluded.version",
-            placeholders(chunk.len(), 3, 1)
-        );
-        on!(tx, c => {
-            let mut q = sqlx::query(AssertSqlSafe(sql.clone()));
-            for (id, version) in chunk {
-                q = q.bind(model.name()).bind(*id).bind(to_i64(*version));
+            (ReadModel::Deployments, StreamView::Target(v)) => match v.target_row() {
+                Some(r) => self.row(Table::Targets, target_values(r)),
+                None => self.delete(Table::Targets, reflected, &v.id),
+            },
+            (ReadModel::Revocations, StreamView::Certificate(v)) => match v.revocation_row() {
+                Some(r) => self.row(Table::Revocations, revocation_values(r)),
+                None => self.delete(Table::Revocations, reflected, &v.id),
+            },
+            (ReadModel::Revocations, StreamView::Crl(v)) => {
+                // CRLs are only ever added: write those the model has not seen.
+                self.crl_publications.extend(
+                    v.publications
+                        .iter()
+                        .filter(|(at, _)| *at > reflected)
+                        .map(|(_, p)| p.clone()),
+                );
             }
-            q.execute(&mut *c).await.map(|r| r.rows_affected())
-        })
-        .map_err(ProjectionError::db(format!(
-            "{what}: save {} versions of {} streams",
-            model.name(),
-            chunk.len()
-        )))?;
+            // Streams a model does not read: no rows.
+            _ => {}
+        }
+        self.versions.extend([
+            Value::Name(model.name()),
+            Value::Text(stream_id.to_owned()),
+            Value::Int(to_i64(view.version())),
+        ]);
     }
-    Ok(())
-}
 
-/// Writes the rows of `model` for one stream from its view, which is newer than the
-/// `reflected` version (the caller records the new version). At version 0 the model has
-/// no rows of the stream, so there is nothing to delete.
-pub(crate) async fn write_stream(
-    tx: &mut Tx,
-    model: ReadModel,
-    stream_id: &str,
-    view: &StreamView,
-    reflected: u64,
-    policy: &RowPolicy,
-    what: &str,
-) -> Result<(), ProjectionError> {
-    let ctx = |table: &str| ProjectionError::db(format!("{what}: write {table} of {stream_id}"));
-    match (model, view) {
-        (ReadModel::Inventory, StreamView::Certificate(v)) => match v.inventory_row() {
-            Some(r) => upsert_inventory(tx, &r).await.map_err(ctx("inventory"))?,
-            None => delete_rows(
-                tx,
-                reflected,
-                "DELETE FROM inventory WHERE certificate_id = $1",
-                &v.id,
-            )
-            .await
-            .map_err(ctx("inventory"))?,
-        },
-        (ReadModel::ExpiryCalendar, StreamView::Certificate(v)) => match v.expiry_row(policy) {
-            Some(r) => upsert_expiry(tx, &r)
-                .await
-                .map_err(ctx("expiry_calendar"))?,
-            None => delete_rows(
-                tx,
-                reflected,
-                "DELETE FROM expiry_calendar WHERE certificate_id = $1",
-                &v.id,
-            )
-            .await
-            .map_err(ctx("expiry_calendar"))?,
-        },
-        (ReadModel::Deployments, StreamView::Certificate(v)) => {
-            delete_rows(
-                tx,
-                reflected,
-                "DELETE FROM deployments WHERE certificate_id = $1",
-                &v.id,
-            )
-            .await
-            .map_err(ctx("deployments"))?;
-            for r in v.deployment_rows() {
-                insert_deployment(tx, &r)
+    fn row<const N: usize>(&mut self, table: Table, values: [Value; N]) {
+        self.tables[table as usize].rows.extend(values);
+    }
+
+    /// Deletes a stream's rows, unless the model has never written any (`reflected` 0).
+    fn delete(&mut self, table: Table, reflected: u64, id: &str) {
+        if reflected > 0 {
+            self.tables[table as usize]
+                .deletes
+                .push(Value::Text(id.to_owned()));
+        }
+    }
+
+    /// Streams written (one per model and stream).
+    pub fn streams(&self) -> u64 {
+        (self.versions.len() / SET_STREAM_VERSIONS.width) as u64
+    }
+
+    /// Writes everything gathered, and the stream versions.
+    pub async fn flush(self, tx: &mut Tx, what: &str) -> Result<(), ProjectionError> {
+        let streams = self.streams();
+        for ((delete, insert), w) in TABLES.iter().zip(self.tables) {
+            for (m, values) in [(delete, w.deletes), (insert, w.rows)] {
+                if values.is_empty() {
+                    continue;
+                }
+                let rows = values.len() / m.width;
+                execute_many(tx, m, values)
                     .await
-                    .map_err(ctx("deployments"))?;
+                    .map_err(ProjectionError::db(format!(
+                        "{what}: {} ({rows} rows)",
+                        m.name
+                    )))?;
             }
         }
-        (ReadModel::Deployments, StreamView::Target(v)) => match v.target_row() {
-            Some(r) => upsert_target(tx, &r).await.map_err(ctx("targets"))?,
-            None => delete_rows(
-                tx,
-                reflected,
-                "DELETE FROM targets WHERE target_id = $1",
-                &v.id,
-            )
-            .await
-            .map_err(ctx("targets"))?,
-        },
-        (ReadModel::Revocations, StreamView::Certificate(v)) => match v.revocation_row() {
-            Some(r) => upsert_revocation(tx, &r)
+        for p in &self.crl_publications {
+            insert_crl_publication(tx, p)
                 .await
-                .map_err(ctx("revocations"))?,
-            None => delete_rows(
-                tx,
-                reflected,
-                "DELETE FROM revocations WHERE certificate_id = $1",
-                &v.id,
-            )
-            .await
-            .map_err(ctx("revocations"))?,
-        },
-        (ReadModel::Revocations, StreamView::Crl(v)) => {
-            // CRLs are only ever added: write those the model has not seen.
-            for (_, p) in v.publications.iter().filter(|(at, _)| *at > reflected) {
-                insert_crl_publication(tx, p)
-                    .await
-                    .map_err(ctx("crl_publications"))?;
-            }
+                .map_err(ProjectionError::db(format!(
+                    "{what}: write crl_publications of {}",
+                    p.issuer
+                )))?;
         }
-        // Streams a model does not read: nothing to write.
-        _ => {}
+        execute_many(tx, &SET_STREAM_VERSIONS, self.versions)
+            .await
+            .map_err(ProjectionError::db(format!(
+                "{what}: save versions of {streams} streams"
+            )))
     }
-    Ok(())
 }
 
-/// Deletes a stream's rows, unless the model has never written any (`reflected` 0).
-async fn delete_rows(
-    tx: &mut Tx,
-    reflected: u64,
-    sql: &'static str,
-    id: &str,
-) -> Result<(), sqlx::Error> {
-    if reflected == 0 {
-        return Ok(());
-    }
-    on!(tx, c => sqlx::query(sql).bind(id).execute(&mut *c).await.map(|r| r.rows_affected()))
-        .map(|_| ())
+fn inventory_values(r: InventoryRow) -> [Value; 30] {
+    [
+        Value::Text(r.certificate_id),
+        Value::Text(r.tenant),
+        Value::Text(r.status),
+        Value::Text(json_list(&r.domains)),
+        Value::Text(r.issuer),
+        Value::Text(r.key_algorithm),
+        Value::Text(r.validation_method),
+        Value::Flag(r.auto_renew),
+        Value::OptText(r.serial),
+        Value::OptInt(r.not_before.map(micros)),
+        Value::OptInt(r.not_after.map(micros)),
+        Value::OptText(r.fingerprint),
+        Value::Int(r.deployment_count),
+        Value::Text(json_list(&r.deployment_targets)),
+        Value::Int(micros(r.status_since)),
+        Value::Int(micros(r.ordered_at)),
+        Value::OptText(r.last_failure_reason),
+        Value::OptText(r.last_failure_code),
+        Value::OptInt(r.last_failure_at.map(micros)),
+        Value::OptInt(r.next_retry_at.map(micros)),
+        Value::OptText(r.predecessor_id),
+        Value::OptText(r.successor_id),
+        Value::OptText(r.renewal_state),
+        Value::Int(r.validation_failures),
+        Value::Int(r.issuance_failures),
+        Value::Int(r.deployment_failures),
+        Value::Int(r.renewal_failures),
+        Value::Int(r.stream_version),
+        Value::Int(r.updated_position),
+        Value::Int(micros(r.updated_at)),
+    ]
 }
 
-async fn upsert_inventory(tx: &mut Tx, r: &InventoryRow) -> Result<(), sqlx::Error> {
-    on!(tx, c => sqlx::query(UPSERT_INVENTORY)
-        .bind(&r.certificate_id)
-        .bind(&r.tenant)
-        .bind(&r.status)
-        .bind(json_list(&r.domains))
-        .bind(&r.issuer)
-        .bind(&r.key_algorithm)
-        .bind(&r.validation_method)
-        .bind(r.auto_renew)
-        .bind(&r.serial)
-        .bind(r.not_before.map(micros))
-        .bind(r.not_after.map(micros))
-        .bind(&r.fingerprint)
-        .bind(r.deployment_count)
-        .bind(json_list(&r.deployment_targets))
-        .bind(micros(r.status_since))
-        .bind(micros(r.ordered_at))
-        .bind(&r.last_failure_reason)
-        .bind(&r.last_failure_code)
-        .bind(r.last_failure_at.map(micros))
-        .bind(r.next_retry_at.map(micros))
-        .bind(&r.predecessor_id)
-        .bind(&r.successor_id)
-        .bind(&r.renewal_state)
-        .bind(r.validation_failures)
-        .bind(r.issuance_failures)
-        .bind(r.deployment_failures)
-        .bind(r.renewal_failures)
-        .bind(r.stream_version)
-        .bind(r.updated_position)
-        .bind(micros(r.updated_at))
-        .execute(&mut *c)
-        .await.map(|r| r.rows_affected()))
-    .map(|_| ())
+fn expiry_values(r: ExpiryRow) -> [Value; 9] {
+    [
+        Value::Text(r.certificate_id),
+        Value::Text(r.tenant),
+        Value::Text(r.status),
+        Value::Int(micros(r.not_before)),
+        Value::Int(micros(r.not_after)),
+        Value::Int(micros(r.renewal_opens_at)),
+        Value::Flag(r.auto_renew),
+        Value::OptText(r.successor_id),
+        Value::Int(r.updated_position),
+    ]
 }
 
-async fn upsert_expiry(tx: &mut Tx, r: &ExpiryRow) -> Result<(), sqlx::Error> {
-    on!(tx, c => sqlx::query(UPSERT_EXPIRY)
-        .bind(&r.certificate_id)
-        .bind(&r.tenant)
-        .bind(&r.status)
-        .bind(micros(r.not_before))
-        .bind(micros(r.not_after))
-        .bind(micros(r.renewal_opens_at))
-        .bind(r.auto_renew)
-        .bind(&r.successor_id)
-        .bind(r.updated_position)
-        .execute(&mut *c)
-        .await.map(|r| r.rows_affected()))
-    .map(|_| ())
+fn deployment_values(r: DeploymentRow) -> [Value; 13] {
+    [
+        Value::Text(r.certificate_id),
+        Value::Text(r.target_id),
+        Value::Text(r.tenant),
+        Value::Text(r.deployment_id),
+        Value::Text(r.state),
+        Value::Int(micros(r.state_since)),
+        Value::OptText(r.replaces_certificate_id),
+        Value::OptText(r.replaced_by),
+        Value::OptText(r.failure_step),
+        Value::OptText(r.failure_code),
+        Value::OptText(r.failure_reason),
+        Value::OptText(r.observed_fingerprint),
+        Value::Int(r.updated_position),
+    ]
 }
 
-async fn insert_deployment(tx: &mut Tx, r: &DeploymentRow) -> Result<(), sqlx::Error> {
-    on!(tx, c => sqlx::query(INSERT_DEPLOYMENT)
-        .bind(&r.certificate_id)
-        .bind(&r.target_id)
-        .bind(&r.tenant)
-        .bind(&r.deployment_id)
-        .bind(&r.state)
-        .bind(micros(r.state_since))
-        .bind(&r.replaces_certificate_id)
-        .bind(&r.replaced_by)
-        .bind(&r.failure_step)
-        .bind(&r.failure_code)
-        .bind(&r.failure_reason)
-        .bind(&r.observed_fingerprint)
-        .bind(r.updated_position)
-        .execute(&mut *c)
-        .await.map(|r| r.rows_affected()))
-    .map(|_| ())
+fn target_values(r: TargetRow) -> [Value; 8] {
+    [
+        Value::Text(r.target_id),
+        Value::Text(r.tenant),
+        Value::Text(r.name),
+        Value::Text(r.kind),
+        Value::Text(r.status),
+        Value::OptText(r.removal_reason),
+        Value::Int(micros(r.registered_at)),
+        Value::Int(r.updated_position),
+    ]
 }
 
-async fn upsert_target(tx: &mut Tx, r: &TargetRow) -> Result<(), sqlx::Error> {
-    on!(tx, c => sqlx::query(UPSERT_TARGET)
-        .bind(&r.target_id)
-        .bind(&r.tenant)
-        .bind(&r.name)
-        .bind(&r.kind)
-        .bind(&r.status)
-        .bind(&r.removal_reason)
-        .bind(micros(r.registered_at))
-        .bind(r.updated_position)
-        .execute(&mut *c)
-        .await.map(|r| r.rows_affected()))
-    .map(|_| ())
-}
-
-async fn upsert_revocation(tx: &mut Tx, r: &RevocationRow) -> Result<(), sqlx::Error> {
-    on!(tx, c => sqlx::query(UPSERT_REVOCATION)
-        .bind(&r.certificate_id)
-        .bind(&r.tenant)
-        .bind(&r.serial)
-        .bind(&r.reason)
-        .bind(&r.requested_by)
-        .bind(r.requested_at.map(micros))
-        .bind(r.revoked_at.map(micros))
-        .bind(&r.issuer)
-        .bind(r.revoked_position)
-        .bind(r.updated_position)
-        .execute(&mut *c)
-        .await.map(|r| r.rows_affected()))
-    .map(|_| ())
+/// `crl_published_at` is not bound: the statement computes it.
+fn revocation_values(r: RevocationRow) -> [Value; 10] {
+    [
+        Value::Text(r.certificate_id),
+        Value::Text(r.tenant),
+        Value::OptText(r.serial),
+        Value::Text(r.reason),
+        Value::OptText(r.requested_by),
+        Value::OptInt(r.requested_at.map(micros)),
+        Value::OptInt(r.revoked_at.map(micros)),
+        Value::OptText(r.issuer),
+        Value::OptInt(r.revoked_position),
+        Value::Int(r.updated_position),
+    ]
 }
 
 async fn insert_crl_publication(tx: &mut Tx, p: &CrlPublicationRow) -> Result<(), sqlx::Error> {

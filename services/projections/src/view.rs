@@ -164,18 +164,17 @@ impl StreamView {
         }
     }
 
-    /// Folds the next event of the stream.
-    pub fn apply(self, event: &RecordedEvent, decoded: &Decoded) -> StreamView {
+    /// Folds the next event of the stream, in place.
+    pub fn apply(&mut self, event: &RecordedEvent, decoded: &Decoded) {
         match self {
-            StreamView::Certificate(mut v) => {
+            StreamView::Certificate(v) => {
                 let cert = match decoded {
                     Decoded::Certificate(e) => Some(e),
                     _ => None,
                 };
-                apply_certificate(&mut v, event, cert);
-                StreamView::Certificate(v)
+                apply_certificate(v, event, cert);
             }
-            StreamView::Target(mut v) => {
+            StreamView::Target(v) => {
                 if let Decoded::Target(e) = decoded {
                     let state = std::mem::take(&mut v.state);
                     let was_absent = !state.exists();
@@ -189,9 +188,8 @@ impl StreamView {
                 if v.metadata_tenant.is_empty() {
                     v.metadata_tenant = event.metadata.tenant.clone();
                 }
-                StreamView::Target(v)
             }
-            StreamView::Crl(mut v) => {
+            StreamView::Crl(v) => {
                 v.version += 1;
                 if let Decoded::Crl(CrlEvent::CrlPublished(p)) = decoded {
                     let publication = CrlPublicationRow {
@@ -209,11 +207,8 @@ impl StreamView {
                     };
                     v.publications.push((v.version, publication));
                 }
-                StreamView::Crl(v)
             }
-            StreamView::Other { version } => StreamView::Other {
-                version: version + 1,
-            },
+            StreamView::Other { version } => *version += 1,
         }
     }
 }
