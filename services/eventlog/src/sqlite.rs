@@ -3,8 +3,9 @@
 //! # Positions become visible in order
 //!
 //! SQLite has a single writer: every append runs in a `BEGIN IMMEDIATE` transaction,
-//! which takes the database's write lock before reading anything, and assigns positions
-//! explicitly as `max(position) + 1` inside it. Commits are therefore in position order,
+//! which takes the database's write lock before reading anything, and positions are
+//! assigned inside it as `max(position) + 1` (`position` is the rowid, which SQLite
+//! assigns so to a row inserted without one). Commits are therefore in position order,
 //! and (WAL readers see a consistent snapshot as of a commit) a reader tailing
 //! `position > last_seen` never skips an event. The same lock makes the expected-version
 //! check exact; the unique (stream_id, stream_version) constraint is the backstop.
@@ -53,20 +54,21 @@ macro_rules! event_columns {
     };
 }
 
-/// Rows per INSERT statement (64 × 15 parameters, far below SQLite's limit); a batch
+/// Rows per INSERT statement (64 × 14 parameters, far below SQLite's limit); a batch
 /// needs at most 64 distinct statements, which stay in the connection's statement cache.
 const INSERT_CHUNK: usize = 64;
 
-/// `INSERT INTO events (…) VALUES (?, …), …` for `rows` rows. The parameters are
-/// anonymous on purpose: sqlx looks up every parameter's name when binding, and SQLite
-/// finds a numbered parameter's name by a linear search, which makes binding a wide
-/// statement with `?NNN` parameters quadratic.
+/// `INSERT INTO events (…) VALUES (?, …), …` for `rows` rows, every column but the
+/// position. The parameters are anonymous on purpose: sqlx looks up every parameter's
+/// name when binding, and SQLite finds a numbered parameter's name by a linear search,
+/// which makes binding a wide statement with `?NNN` parameters quadratic.
 fn insert_sql(rows: usize) -> String {
-    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     let values = vec![row; rows].join(", ");
     format!(
-        concat!("INSERT INTO events (", event_columns!(), ") VALUES {}"),
-        values
+        "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, \
+         payload, tenant, correlation_id, causation_id, actor, trace_context, recorded_at, prev_hash, \
+         hash) VALUES {values}"
     )
 }
 
@@ -307,27 +309,22 @@ impl SqliteCore {
         append::heads_and_ids(rows)
     }
 
-    /// Inserts `rows` at the positions after the current head, in multi-row statements
-    /// of up to [`INSERT_CHUNK`] rows; returns the positions in `rows` order.
+    /// Inserts `rows` in multi-row statements of up to [`INSERT_CHUNK`] rows; returns
+    /// the positions in `rows` order. The positions are left to SQLite: `position` is the
+    /// rowid, and a row inserted without one gets the largest rowid in the table plus one
+    /// (the write lock is ours), so a statement's rows get consecutive positions ending
+    /// at its `last_insert_rowid`.
     async fn insert(
         conn: &mut SqliteConnection,
         rows: &[PlannedRow],
     ) -> Result<Vec<u64>, sqlx::Error> {
-        let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
-            .fetch_one(&mut *conn)
-            .await?;
-        let head = to_u64(head, "position")?;
-        let positions: Vec<u64> = (head + 1..=head + rows.len() as u64).collect();
-        for (chunk, chunk_positions) in rows
-            .chunks(INSERT_CHUNK)
-            .zip(positions.chunks(INSERT_CHUNK))
-        {
+        let mut positions = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(INSERT_CHUNK) {
             let sql = insert_sql(chunk.len());
             let mut query = sqlx::query(AssertSqlSafe(sql));
-            for (r, position) in chunk.iter().zip(chunk_positions) {
+            for r in chunk {
                 let e = &r.event;
                 query = query
-                    .bind(to_i64(*position))
                     .bind(&r.stream_id)
                     .bind(to_i64(r.stream_version))
                     .bind(e.event_id.to_string())
@@ -343,7 +340,17 @@ impl SqliteCore {
                     .bind(&r.prev_hash[..])
                     .bind(&r.hash[..]);
             }
-            query.execute(&mut *conn).await?;
+            let last = to_u64(
+                query.execute(&mut *conn).await?.last_insert_rowid(),
+                "position",
+            )?;
+            let first = (last + 1).checked_sub(chunk.len() as u64).ok_or_else(|| {
+                sqlx::Error::protocol(format!(
+                    "insert ended at position {last}, before its {} rows",
+                    chunk.len()
+                ))
+            })?;
+            positions.extend(first..=last);
         }
         Ok(positions)
     }
