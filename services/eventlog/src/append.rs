@@ -202,8 +202,9 @@ pub(crate) fn plan(
     batch: &[&[StreamAppend]],
     heads: &HashMap<String, Head>,
     existing_ids: &HashSet<Uuid>,
-    recorded_at: i64,
+    recorded_at: DateTime<Utc>,
 ) -> Plan {
+    let recorded_micros = recorded_at.timestamp_micros();
     let mut heads = heads.clone();
     let mut taken: HashSet<Uuid> = HashSet::new();
     let mut rows = Vec::new();
@@ -246,7 +247,7 @@ pub(crate) fn plan(
                     event_type: &e.event_type,
                     schema_version: e.schema_version,
                     metadata: &e.metadata,
-                    recorded_at_micros: recorded_at,
+                    recorded_at_micros: recorded_micros,
                     payload: &e.payload,
                 });
                 taken.insert(e.event_id);
@@ -254,7 +255,7 @@ pub(crate) fn plan(
                     stream_id: sa.stream_id.clone(),
                     stream_version: version,
                     event: e.clone(),
-                    recorded_at,
+                    recorded_at: recorded_micros,
                     prev_hash: prev,
                     hash,
                 });
@@ -278,9 +279,7 @@ pub(crate) fn plan(
     Plan {
         rows,
         outcomes,
-        // The clock is read in the same process a moment before; out of range only for
-        // a clock ~290,000 years off.
-        recorded_at: DateTime::from_timestamp_micros(recorded_at).unwrap_or_default(),
+        recorded_at,
     }
 }
 
@@ -640,7 +639,12 @@ mod tests {
             sa("b", ExpectedVersion::Any, 1),
         ];
         let batch: Vec<&[StreamAppend]> = vec![&r1, &r2, &r3];
-        let p = plan(&batch, &HashMap::new(), &HashSet::new(), 42);
+        let p = plan(
+            &batch,
+            &HashMap::new(),
+            &HashSet::new(),
+            DateTime::UNIX_EPOCH,
+        );
         assert_eq!(p.rows.len(), 4);
         assert_eq!(p.rows[0].prev_hash, ZERO_HASH);
         assert_eq!(p.rows[1].prev_hash, p.rows[0].hash);
@@ -711,7 +715,7 @@ mod tests {
                 )));
             }
             let mut heads = self.heads.lock().map(|h| h.clone()).unwrap_or_default();
-            let p = plan(batch, &heads, &HashSet::new(), 0);
+            let p = plan(batch, &heads, &HashSet::new(), DateTime::UNIX_EPOCH);
             for r in &p.rows {
                 heads.insert(
                     r.stream_id.clone(),
@@ -848,7 +852,7 @@ mod tests {
         let r3 = [sa("c", ExpectedVersion::Any, 1)];
         let existing: HashSet<Uuid> = [r3[0].events[0].event_id].into();
         let batch: Vec<&[StreamAppend]> = vec![&r1, &r2, &r3];
-        let p = plan(&batch, &HashMap::new(), &existing, 0);
+        let p = plan(&batch, &HashMap::new(), &existing, DateTime::UNIX_EPOCH);
         assert_eq!(p.rows.len(), 1);
         let out = p.finish(&[1]);
         assert!(out[0].is_ok());

@@ -469,7 +469,7 @@ impl Backend for PgCore {
             Self::read_heads_and_ids(&mut tx, &batch_stream_ids(batch), &batch_event_ids(batch))
                 .await
                 .map_err(storage("read stream heads and event ids"))?;
-        let plan = append::plan(batch, &heads, &existing, codec::now_micros());
+        let plan = append::plan(batch, &heads, &existing, chrono::Utc::now());
         if plan.rows.is_empty() {
             tx.rollback().await.map_err(storage("roll back"))?;
             return Ok(plan.finish(&[]));

@@ -291,9 +291,8 @@ impl SqliteCore {
         stream_ids: &[String],
         ids: &[Uuid],
     ) -> Result<(HashMap<String, Head>, HashSet<Uuid>), sqlx::Error> {
-        let json = |v: Vec<String>| {
-            serde_json::to_string(&v).map_err(|e| sqlx::Error::Encode(Box::new(e)))
-        };
+        let json =
+            |v: &[String]| serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(Box::new(e)));
         let rows: Vec<append::HeadOrIdRow> = sqlx::query_as(
             "SELECT s.value, e.stream_version, e.hash
              FROM json_each(?1) AS s
@@ -302,8 +301,8 @@ impl SqliteCore {
              UNION ALL
              SELECT event_id, NULL, NULL FROM events WHERE event_id IN (SELECT value FROM json_each(?2))",
         )
-        .bind(json(stream_ids.to_vec())?)
-        .bind(json(ids.iter().map(Uuid::to_string).collect())?)
+        .bind(json(stream_ids)?)
+        .bind(json(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>())?)
         .fetch_all(&mut *conn)
         .await?;
         append::heads_and_ids(rows)
@@ -387,7 +386,7 @@ impl Backend for SqliteCore {
             Self::read_heads_and_ids(&mut tx, &batch_stream_ids(batch), &batch_event_ids(batch))
                 .await
                 .map_err(storage("read stream heads and event ids"))?;
-        let plan = append::plan(batch, &heads, &existing, codec::now_micros());
+        let plan = append::plan(batch, &heads, &existing, chrono::Utc::now());
         if plan.rows.is_empty() {
             tx.rollback().await.map_err(storage("roll back"))?;
             return Ok(plan.finish(&[]));

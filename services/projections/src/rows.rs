@@ -244,6 +244,21 @@ fn chunk_sizes(total: usize, max: usize) -> impl Iterator<Item = usize> {
     })
 }
 
+/// `sql` with every `$n` parameter replaced by what `replace(n, out)` writes.
+fn rewrite_parameters(sql: &str, out: &mut String, mut replace: impl FnMut(usize, &mut String)) {
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        replace(rest[at + 1..at + 1 + digits].parse().unwrap_or(0), out);
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+}
+
 /// The SQL of `m` for `rows` rows.
 fn many_sql(m: &Many, rows: usize) -> String {
     let mut sql = String::with_capacity(m.head.len() + rows * (m.row.len() + 16) + m.tail.len());
@@ -253,18 +268,9 @@ fn many_sql(m: &Many, rows: usize) -> String {
             sql.push_str(", ");
         }
         let base = m.fixed + r * m.width;
-        let mut rest = m.row;
-        while let Some(at) = rest.find('$') {
-            sql.push_str(&rest[..at]);
-            let digits = rest[at + 1..]
-                .bytes()
-                .take_while(u8::is_ascii_digit)
-                .count();
-            let k: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or(0);
-            let _ = write!(sql, "${}", base + k);
-            rest = &rest[at + 1 + digits..];
-        }
-        sql.push_str(rest);
+        rewrite_parameters(m.row, &mut sql, |k, out| {
+            let _ = write!(out, "${}", base + k);
+        });
     }
     sql.push_str(m.tail);
     sql
@@ -287,18 +293,10 @@ struct Sql {
 fn anonymous(sql: &str) -> (String, Vec<usize>) {
     let mut text = String::with_capacity(sql.len());
     let mut order = Vec::new();
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        text.push_str(&rest[..at]);
-        let digits = rest[at + 1..]
-            .bytes()
-            .take_while(u8::is_ascii_digit)
-            .count();
-        order.push(rest[at + 1..at + 1 + digits].parse().unwrap_or(0));
-        text.push('?');
-        rest = &rest[at + 1 + digits..];
-    }
-    text.push_str(rest);
+    rewrite_parameters(sql, &mut text, |n, out| {
+        order.push(n);
+        out.push('?');
+    });
     (text, order)
 }
 
