@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
@@ -204,6 +204,8 @@ pub(crate) fn plan(
     existing_ids: &HashSet<Uuid>,
     recorded_at: DateTime<Utc>,
 ) -> Plan {
+    // The log keeps microseconds; the answer says the time as stored.
+    let recorded_at = recorded_at.trunc_subsecs(6);
     let recorded_micros = recorded_at.timestamp_micros();
     let mut heads = heads.clone();
     let mut taken: HashSet<Uuid> = HashSet::new();
