@@ -393,17 +393,52 @@ impl FileKeyStore {
     }
 }
 
-impl KeyStore for FileKeyStore {
-    /// Writes a temporary file (`0600`, `O_EXCL`), fsyncs it, links it to its final name —
-    /// `link(2)` rather than `rename(2)`, so an existing key is never replaced — removes the
-    /// temporary name and fsyncs the directory.
-    fn put(&self, key_id: &str, secret: &PrivateKeyPkcs8) -> Result<(), KeyStoreError> {
-        let path = self.key_path(key_id)?;
-        let contents = self.encode(key_id, secret)?;
+impl FileKeyStore {
+    /// Writes the key as an unnamed file (`O_TMPFILE`, `0600`), fsyncs it and links it to
+    /// its final name, so the name appears with the whole key or not at all. `None` when the
+    /// filesystem has no unnamed files (or `/proc` is missing); otherwise whether it linked
+    /// (`false`: the name exists).
+    ///
+    /// Unlike a temporary name, nothing is deleted afterwards: on ext4 without a journal
+    /// every deleted inode is skipped by the next creations for a while
+    /// (`recently_deleted`), and deleting a temporary file per key made creating one cost
+    /// a scan of all the keys stored in the last seconds.
+    fn link_unnamed(&self, path: &Path, contents: &[u8]) -> Result<Option<bool>, KeyStoreError> {
+        use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+        use rustix::io::Errno;
+        let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+        let fd = match rustix::fs::open(&self.dir, flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => fd,
+            // No O_TMPFILE here (EISDIR: a kernel that reads it as O_DIRECTORY).
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => return Ok(None),
+            Err(e) => return Err(io_err("create a file in", &self.dir)(e.into())),
+        };
+        let mut file = File::from(fd);
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .and_then(|()| file.write_all(contents))
+            .and_then(|()| file.sync_all())
+            .map_err(io_err("write", path))?;
+        let unnamed = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+        match rustix::fs::linkat(CWD, &unnamed, CWD, path, AtFlags::SYMLINK_FOLLOW) {
+            Ok(()) => Ok(Some(true)),
+            Err(Errno::EXIST) => Ok(Some(false)),
+            Err(Errno::NOENT) if !Path::new("/proc/self/fd").exists() => Ok(None),
+            Err(e) => Err(io_err("link", path)(e.into())),
+        }
+    }
+
+    /// Without unnamed files: writes a temporary file (`0600`, `O_EXCL`), fsyncs it, links
+    /// it to its final name and removes the temporary name; whether it linked.
+    fn link_from_temporary(
+        &self,
+        key_id: &str,
+        path: &Path,
+        contents: &[u8],
+    ) -> Result<bool, KeyStoreError> {
         let mut suffix = [0u8; 8];
         aws_lc_rs::rand::fill(&mut suffix).map_err(|_| KeyStoreError::Io {
             op: "choose a temporary name for",
-            path: path.clone(),
+            path: path.to_path_buf(),
             source: io::Error::other("the system random number generator failed"),
         })?;
         let tmp = self
@@ -418,21 +453,35 @@ impl KeyStore for FileKeyStore {
                 .map_err(io_err("create", &tmp))?;
             file.set_permissions(fs::Permissions::from_mode(0o600))
                 .map_err(io_err("set permissions of", &tmp))?;
-            file.write_all(&contents).map_err(io_err("write", &tmp))?;
+            file.write_all(contents).map_err(io_err("write", &tmp))?;
             file.sync_all().map_err(io_err("sync", &tmp))?;
             Ok(())
         };
-        let linked = write().and_then(|()| match fs::hard_link(&tmp, &path) {
+        let linked = write().and_then(|()| match fs::hard_link(&tmp, path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(io_err("link", &path)(e)),
+            Err(e) => Err(io_err("link", path)(e)),
         });
         if let Err(e) = fs::remove_file(&tmp)
             && e.kind() != io::ErrorKind::NotFound
         {
             tracing::warn!(path = %tmp.display(), error = %e, "cannot remove temporary key file");
         }
-        if linked? {
+        linked
+    }
+}
+
+impl KeyStore for FileKeyStore {
+    /// Writes the key to a file that gets its final name only once complete and fsynced —
+    /// by `link(2)`, so an existing key is never replaced — then fsyncs the directory.
+    fn put(&self, key_id: &str, secret: &PrivateKeyPkcs8) -> Result<(), KeyStoreError> {
+        let path = self.key_path(key_id)?;
+        let contents = self.encode(key_id, secret)?;
+        let linked = match self.link_unnamed(&path, &contents)? {
+            Some(linked) => linked,
+            None => self.link_from_temporary(key_id, &path, &contents)?,
+        };
+        if linked {
             self.sync_dir()?;
             tracing::info!(key_id, encrypted = self.kek.is_some(), "stored private key");
             Ok(())
@@ -619,6 +668,56 @@ mod tests {
         assert!(matches!(
             store.get("missing"),
             Err(KeyStoreError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn both_ways_of_writing_a_key_file_leave_only_complete_0600_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileKeyStore::open(dir.path().join("keys"), None).expect("store");
+        let a = PrivateKeyPkcs8::from_pkcs8_der(vec![1, 2, 3]);
+        let b = PrivateKeyPkcs8::from_pkcs8_der(vec![4, 5, 6]);
+        let contents = |key| store.encode("unused", key).expect("encode");
+        let unnamed = store.key_path("unnamed").expect("path");
+        let temporary = store.key_path("temporary").expect("path");
+        // This machine's filesystem has unnamed files; elsewhere the fallback is used.
+        assert_eq!(
+            store
+                .link_unnamed(&unnamed, &contents(&a))
+                .expect("unnamed"),
+            Some(true)
+        );
+        assert_eq!(
+            store.link_unnamed(&unnamed, &contents(&b)).expect("again"),
+            Some(false),
+            "an existing name is never replaced"
+        );
+        assert!(
+            store
+                .link_from_temporary("temporary", &temporary, &contents(&a))
+                .expect("temporary")
+        );
+        assert!(
+            !store
+                .link_from_temporary("temporary", &temporary, &contents(&b))
+                .expect("again")
+        );
+        let mut names: Vec<String> = fs::read_dir(store.dir())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["temporary.key", "unnamed.key"]);
+        for (id, path) in [("unnamed", &unnamed), ("temporary", &temporary)] {
+            let mode = fs::metadata(path).expect("stat").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{id}");
+            assert!(store.get(id).expect("get").ct_eq(&a), "{id}");
+        }
+        // Through the trait: the same key again is fine, another one is not.
+        store.put("unnamed", &a).expect("idempotent put");
+        assert!(matches!(
+            store.put("unnamed", &b),
+            Err(KeyStoreError::AlreadyExists { .. })
         ));
     }
 }
