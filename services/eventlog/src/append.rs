@@ -542,6 +542,12 @@ pub(crate) struct Notifier {
     tx: watch::Sender<u64>,
 }
 
+impl Default for Notifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Notifier {
     pub fn new() -> Self {
         Self {
