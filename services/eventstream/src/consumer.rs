@@ -108,6 +108,12 @@ pub struct ConsumerSettings {
     /// Hand the events available (up to `batch`) to [`Handler::handle_batch`] at once
     /// (with `concurrency` 1 only).
     pub batched: bool,
+    /// SQL tail: how long handled events may go without the checkpoint saying so. The
+    /// checkpoint is a write transaction on the log's database; saving it after every
+    /// batch cost each consumer a commit per append under load. Events handled since the
+    /// last save are delivered again after a crash (handlers are idempotent); a clean
+    /// shutdown saves it.
+    pub checkpoint_interval: Duration,
 }
 
 impl ConsumerSettings {
@@ -120,6 +126,7 @@ impl ConsumerSettings {
             batch: 64,
             concurrency: 1,
             batched: false,
+            checkpoint_interval: Duration::from_millis(200),
         }
     }
 
@@ -430,6 +437,11 @@ async fn handle_message(
     }
 }
 
+/// Events read from the log at a time by a SQL-tail consumer.
+const SQL_TAIL_PAGE: u32 = 256;
+/// Events waiting per lane of a SQL-tail consumer with `concurrency` > 1.
+const LANE_QUEUE: usize = 16;
+
 /// Embedded mode: reads the log from the consumer's checkpoint, in position order.
 async fn run_sql_tail(
     log: &dyn EventLog,
@@ -437,102 +449,238 @@ async fn run_sql_tail(
     handler: &dyn Handler,
     shutdown: &CancellationToken,
 ) {
-    let checkpoint = format!("consumer:{}", settings.name);
-    let mut backoff = Backoff::default();
-    let mut position = None;
     tracing::info!(consumer = %settings.name, "consumer started (tailing the SQL log)");
-    'outer: while !shutdown.is_cancelled() {
-        let after = match position {
-            Some(p) => p,
-            None => match log.load_checkpoint(&checkpoint).await {
-                Ok(p) => {
-                    position = Some(p);
-                    p
-                }
-                Err(error) => {
-                    wait_or_shutdown(backoff.next(), shutdown, &settings.name, &error).await;
-                    continue;
-                }
-            },
-        };
-        let events = match log.read_all(after, 256).await {
-            Ok(events) => events,
+    let mut checkpoint = Checkpoint {
+        log,
+        name: format!("consumer:{}", settings.name),
+        settings,
+        saved: None,
+        saved_at: tokio::time::Instant::now(),
+    };
+    let mut backoff = Backoff::default();
+    let start = loop {
+        match log.load_checkpoint(&checkpoint.name).await {
+            Ok(position) => break position,
             Err(error) => {
                 wait_or_shutdown(backoff.next(), shutdown, &settings.name, &error).await;
-                continue;
-            }
-        };
-        backoff.reset();
-        if events.is_empty() {
-            tokio::select! {
-                _ = log.wait_for_new(after) => {}
-                _ = shutdown.cancelled() => {}
-            }
-            continue;
-        }
-        let mut done = after;
-        let batch: Vec<RecordedEvent> = if settings.batched && settings.concurrency <= 1 {
-            events
-                .iter()
-                .filter(|e| settings.filter.matches(e))
-                .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        };
-        if !batch.is_empty() && handler.handle_batch(&batch).await.is_ok() {
-            done = events.last().map_or(after, |e| e.position);
-        } else if settings.concurrency <= 1 {
-            for event in &events {
-                if settings.filter.matches(event)
-                    && !handle_with_retry(handler, event, settings, shutdown).await
-                {
-                    break 'outer;
-                }
-                done = event.position;
                 if shutdown.is_cancelled() {
-                    break;
+                    return;
                 }
             }
-        } else {
-            // The batch's streams side by side, each stream's events in order; the
-            // checkpoint moves past the batch only once all of it is handled.
-            let mut streams: Vec<Vec<&RecordedEvent>> = Vec::new();
-            let mut index: std::collections::HashMap<&str, usize> =
-                std::collections::HashMap::new();
-            for event in events.iter().filter(|e| settings.filter.matches(e)) {
-                let i = *index.entry(event.stream_id.as_str()).or_insert_with(|| {
-                    streams.push(Vec::new());
-                    streams.len() - 1
-                });
-                streams[i].push(event);
-            }
-            futures::stream::iter(streams)
-                .for_each_concurrent(settings.concurrency, |stream| async move {
-                    for event in stream {
-                        if !handle_with_retry(handler, event, settings, shutdown).await {
-                            return;
+        }
+    };
+    checkpoint.saved = Some(start);
+    let tail = Tail {
+        log,
+        settings,
+        handler,
+        shutdown,
+    };
+    let done = if settings.concurrency <= 1 {
+        tail.in_order(&mut checkpoint, start).await
+    } else {
+        tail.in_lanes(&mut checkpoint, start).await
+    };
+    checkpoint.save(done).await;
+    tracing::info!(consumer = %settings.name, "consumer stopped");
+}
+
+struct Tail<'a> {
+    log: &'a dyn EventLog,
+    settings: &'a ConsumerSettings,
+    handler: &'a dyn Handler,
+    shutdown: &'a CancellationToken,
+}
+
+impl Tail<'_> {
+    /// The next page of events after `after`. With none, waits for new ones, saving the
+    /// checkpoint at `done()` meanwhile when it is due (`moved`: `done()` moved on).
+    /// `None` at shutdown.
+    async fn next_page(
+        &self,
+        after: u64,
+        checkpoint: &mut Checkpoint<'_>,
+        done: impl Fn() -> u64,
+        moved: &tokio::sync::Notify,
+    ) -> Option<Vec<RecordedEvent>> {
+        let mut backoff = Backoff::default();
+        while !self.shutdown.is_cancelled() {
+            match self.log.read_all(after, SQL_TAIL_PAGE).await {
+                Ok(events) if !events.is_empty() => return Some(events),
+                Ok(_) => {
+                    backoff.reset();
+                    loop {
+                        let due = checkpoint.due(done());
+                        tokio::select! {
+                            _ = self.log.wait_for_new(after) => break,
+                            _ = sleep_until_some(due) => checkpoint.save(done()).await,
+                            _ = moved.notified() => {}
+                            _ = self.shutdown.cancelled() => break,
                         }
                     }
-                })
-                .await;
-            if shutdown.is_cancelled() {
-                break 'outer;
+                }
+                Err(error) => {
+                    let delay = backoff.next();
+                    wait_or_shutdown(delay, self.shutdown, &self.settings.name, &error).await;
+                }
             }
-            done = events.last().map_or(after, |e| e.position);
         }
-        if let Err(error) = log.save_checkpoint(&checkpoint, done).await {
+        None
+    }
+
+    /// One event after the other (or the page's events at once to a batched handler);
+    /// returns the position handled up to.
+    async fn in_order(&self, checkpoint: &mut Checkpoint<'_>, start: u64) -> u64 {
+        let settings = self.settings;
+        let mut done = start;
+        let never = tokio::sync::Notify::new();
+        while let Some(events) = self.next_page(done, checkpoint, || done, &never).await {
+            let batch: Vec<RecordedEvent> = if settings.batched {
+                events
+                    .iter()
+                    .filter(|e| settings.filter.matches(e))
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !batch.is_empty() && self.handler.handle_batch(&batch).await.is_ok() {
+                done = events.last().map_or(done, |e| e.position);
+            } else {
+                for event in &events {
+                    if settings.filter.matches(event)
+                        && !handle_with_retry(self.handler, event, settings, self.shutdown).await
+                    {
+                        return done;
+                    }
+                    done = event.position;
+                    if self.shutdown.is_cancelled() {
+                        return done;
+                    }
+                }
+            }
+            checkpoint.save_when_due(done).await;
+        }
+        done
+    }
+
+    /// Streams side by side in `concurrency` lanes, each stream's events in order in its
+    /// lane; the log is read on while the lanes work (no batch waits for its slowest
+    /// event). Returns the position below which every event is handled: the checkpoint
+    /// never passes an event still in a lane.
+    async fn in_lanes(&self, checkpoint: &mut Checkpoint<'_>, start: u64) -> u64 {
+        let settings = self.settings;
+        let progress = std::sync::Mutex::new(Progress {
+            in_lanes: std::collections::BTreeSet::new(),
+            read: start,
+        });
+        let progress = &progress;
+        let moved = &tokio::sync::Notify::new();
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..settings.concurrency)
+            .map(|_| tokio::sync::mpsc::channel::<RecordedEvent>(LANE_QUEUE))
+            .unzip();
+        let workers = futures::future::join_all(receivers.into_iter().map(|mut rx| async move {
+            while let Some(event) = rx.recv().await {
+                if self.shutdown.is_cancelled()
+                    || !handle_with_retry(self.handler, &event, settings, self.shutdown).await
+                {
+                    return;
+                }
+                Progress::lock(progress).in_lanes.remove(&event.position);
+                moved.notify_one();
+            }
+        }));
+        let reader = async move {
+            let mut after = start;
+            let done = || Progress::lock(progress).done();
+            while let Some(events) = self.next_page(after, checkpoint, done, moved).await {
+                for event in events {
+                    after = event.position;
+                    if settings.filter.matches(&event) {
+                        Progress::lock(progress).in_lanes.insert(event.position);
+                        let lane = &senders[lane_of(&event.stream_id, senders.len())];
+                        tokio::select! {
+                            sent = lane.send(event) => if sent.is_err() { return },
+                            _ = self.shutdown.cancelled() => return,
+                        }
+                    }
+                    Progress::lock(progress).read = after;
+                }
+                checkpoint.save_when_due(done()).await;
+            }
+        };
+        tokio::join!(reader, workers);
+        Progress::lock(progress).done()
+    }
+}
+
+/// What a SQL-tail consumer with lanes has read and what is still in its lanes.
+struct Progress {
+    in_lanes: std::collections::BTreeSet<u64>,
+    read: u64,
+}
+
+impl Progress {
+    fn lock(this: &std::sync::Mutex<Self>) -> std::sync::MutexGuard<'_, Self> {
+        // Each statement leaves it consistent: a panic elsewhere cannot corrupt it.
+        this.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every event up to this position is handled.
+    fn done(&self) -> u64 {
+        self.in_lanes
+            .first()
+            .map_or(self.read, |first| first.saturating_sub(1))
+    }
+}
+
+/// A SQL-tail consumer's checkpoint in the log, saved at most every
+/// [`ConsumerSettings::checkpoint_interval`] while events come, and at the end.
+struct Checkpoint<'a> {
+    log: &'a dyn EventLog,
+    name: String,
+    settings: &'a ConsumerSettings,
+    /// The position stored, and when.
+    saved: Option<u64>,
+    saved_at: tokio::time::Instant,
+}
+
+impl Checkpoint<'_> {
+    /// When to save `position`, if it is not what is stored.
+    fn due(&self, position: u64) -> Option<tokio::time::Instant> {
+        (self.saved != Some(position)).then_some(self.saved_at + self.settings.checkpoint_interval)
+    }
+
+    async fn save_when_due(&mut self, position: u64) {
+        if self
+            .due(position)
+            .is_some_and(|at| at <= tokio::time::Instant::now())
+        {
+            self.save(position).await;
+        }
+    }
+
+    async fn save(&mut self, position: u64) {
+        if self.saved == Some(position) {
+            return;
+        }
+        self.saved_at = tokio::time::Instant::now();
+        match self.log.save_checkpoint(&self.name, position).await {
+            Ok(()) => self.saved = Some(position),
             // Not saved: the events are handled again after a restart (idempotent).
-            tracing::warn!(consumer = %settings.name, %error, "saving the checkpoint failed");
+            Err(error) => {
+                tracing::warn!(consumer = %self.settings.name, position, %error, "saving the checkpoint failed");
+            }
         }
-        position = Some(done);
     }
-    if let Some(done) = position
-        && let Err(error) = log.save_checkpoint(&checkpoint, done).await
-    {
-        tracing::warn!(consumer = %settings.name, %error, "saving the checkpoint at shutdown failed");
+}
+
+/// Waits until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
-    tracing::info!(consumer = %settings.name, "consumer stopped");
 }
 
 /// Handles one event of the SQL tail, retrying with backoff; dead-letters (skips) it when

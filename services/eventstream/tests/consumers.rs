@@ -555,3 +555,75 @@ async fn jetstream_consumer_hands_over_batches_and_falls_back_to_single_events()
     )
     .await
 }
+
+/// Holds one event until released; records every event it finishes.
+struct HoldOne {
+    held: uuid::Uuid,
+    release: Notify,
+    inner: Recorder,
+}
+
+#[async_trait]
+impl Handler for HoldOne {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        if event.event_id == self.held {
+            self.release.notified().await;
+        }
+        self.inner.handle(event).await
+    }
+}
+
+#[tokio::test]
+async fn sql_tail_lanes_read_on_but_the_checkpoint_never_passes_an_unfinished_event()
+-> anyhow::Result<()> {
+    let log = memory_log().await?;
+    // Positions 1 – 3: the first event of each of three streams; 4 – 6: their second.
+    let ids = append_events(log.as_ref(), 3, 2).await?;
+    let handler = Arc::new(HoldOne {
+        held: ids[1],
+        release: Notify::new(),
+        inner: Recorder::default(),
+    });
+    let mut settings =
+        ConsumerSettings::new("held", Filter::Aggregate("certificate".into())).concurrency(4);
+    settings.checkpoint_interval = Duration::ZERO;
+    let source = EventSource::SqlTail { log: log.clone() };
+    let shutdown = CancellationToken::new();
+    let task = spawn_consumer(&source, settings, handler.clone(), &shutdown);
+
+    // The other streams go on past the held event (no batch waits for it); the held
+    // stream's second event waits behind it.
+    let others = vec![ids[0], ids[2], ids[3], ids[5]];
+    eventually(DEADLINE, "the other streams' events", || {
+        let handler = handler.clone();
+        async move { (handler.inner.applied_count() == 4).then_some(()) }
+    })
+    .await?;
+    let mut handled = handler.inner.applied_ids();
+    handled.sort();
+    let mut expected = others;
+    expected.sort();
+    assert_eq!(handled, expected);
+    // The checkpoint stops before the held event (position 2), though 3 – 6 are read.
+    eventually(DEADLINE, "the checkpoint below the held event", || {
+        let log = log.clone();
+        async move { (log.load_checkpoint("consumer:held").await.ok()? == 1).then_some(()) }
+    })
+    .await?;
+    assert_eq!(handler.inner.applied_count(), 4, "still held");
+
+    handler.release.notify_one();
+    eventually(DEADLINE, "the checkpoint past every event", || {
+        let log = log.clone();
+        async move { (log.load_checkpoint("consumer:held").await.ok()? == 6).then_some(()) }
+    })
+    .await?;
+    assert_eq!(
+        handler.inner.applied_ids().iter().filter(|id| **id == ids[4]).count(),
+        1,
+        "the held stream's second event, after the first"
+    );
+    shutdown.cancel();
+    task.await?;
+    Ok(())
+}
