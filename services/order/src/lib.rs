@@ -99,7 +99,7 @@ pub fn build(setup: OrderSetup, shutdown: CancellationToken) -> OrderParts {
         let certificates = || Filter::Aggregate("certificate".into());
         tasks.push(certledger_runtime::events::spawn_consumer(
             source.clone(),
-            ConsumerSettings::new(LIST_CONSUMER, certificates()).concurrency(CONSUMER_CONCURRENCY),
+            ConsumerSettings::new(LIST_CONSUMER, certificates()).batched(),
             Arc::new(model.projection(repo.clone(), settings)),
             shutdown.clone(),
         ));

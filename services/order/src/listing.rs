@@ -1,9 +1,10 @@
 //! ListCertificates and the scheduler's index: a small read table (`order_certificates`)
 //! in the log's database, kept up to date by the order service's own consumer
-//! ([`ListProjection`]), which folds the certificate's stream on each of its events and
-//! upserts one row (idempotent: a row is never replaced by an older stream version). The
-//! fold comes from the repository's cache when it is at least as new as the event (no
-//! query), and a row already written at the fold's version is not written again. Each
+//! ([`ListProjection`]), which takes the events at hand together, folds each certificate's
+//! stream and upserts one row per certificate, all in one transaction (idempotent: a row is
+//! never replaced by an older stream version). The fold comes from the repository's cache
+//! when it is at least as new as the newest event (no query), and a row already written at
+//! the fold's version is not written again. Each
 //! row carries the time the scheduler must next look at the certificate (`due_at`, see
 //! [`certledger_domain::certificate::RenewalPolicy::next_due`]).
 //!
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use certledger_domain::certificate::CertificateState;
 use certledger_eventlog::RecordedEvent;
+use certledger_eventlog::sqlite::WriteGate;
 use certledger_eventstream::consumer::{Handler, HandlerError};
 use certledger_proto::common::v1::CertificateStatus;
 use certledger_proto::order::v1 as api;
@@ -24,8 +26,12 @@ use certledger_runtime::repository::certificate_id_of;
 use certledger_runtime::stream_cache::BoundedMap;
 use certledger_runtime::{CertificateRepository, RepositoryError, convert, status};
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use tonic::Status as GrpcStatus;
 
 use crate::renewal::RenewalSettings;
@@ -66,22 +72,46 @@ const INDEXES: [&str; 2] = [
         ON order_certificates (due_at) WHERE due_at IS NOT NULL",
 ];
 
-// A row is replaced by the same or a newer stream version (the same version computes the
-// same row, except for a postponed due time, which may then be computed again).
-const UPSERT_PG: &str = "INSERT INTO order_certificates
-    (certificate_id, tenant, status, names, ordered_position, version, due_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
+/// Rows per upsert statement (7 parameters each).
+const UPSERT_CHUNK: usize = 64;
+
+/// The upsert of `rows` rows. A row is replaced by the same or a newer stream version (the
+/// same version computes the same row, except for a postponed due time, which may then be
+/// computed again). PostgreSQL numbers its parameters; SQLite gets anonymous `?` ones:
+/// sqlx looks up every parameter's name when binding, which SQLite answers for a numbered
+/// one by a linear search, so a wide statement with `?NNN` parameters binds in quadratic
+/// time.
+fn upsert_sql(rows: usize, pg: bool) -> String {
+    let mut sql = String::from(
+        "INSERT INTO order_certificates
+    (certificate_id, tenant, status, names, ordered_position, version, due_at) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let params: Vec<String> = (1..=7)
+            .map(|i| {
+                if pg {
+                    format!("${}", row * 7 + i)
+                } else {
+                    "?".to_owned()
+                }
+            })
+            .collect();
+        sql.push('(');
+        sql.push_str(&params.join(", "));
+        sql.push(')');
+    }
+    sql.push_str(
+        "
     ON CONFLICT (certificate_id) DO UPDATE
     SET status = excluded.status, names = excluded.names, version = excluded.version,
         due_at = excluded.due_at
-    WHERE order_certificates.version <= excluded.version";
-const UPSERT_SQLITE: &str = "INSERT INTO order_certificates
-    (certificate_id, tenant, status, names, ordered_position, version, due_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-    ON CONFLICT (certificate_id) DO UPDATE
-    SET status = excluded.status, names = excluded.names, version = excluded.version,
-        due_at = excluded.due_at
-    WHERE order_certificates.version <= excluded.version";
+    WHERE order_certificates.version <= excluded.version",
+    );
+    sql
+}
 
 const SELECT_PG: &str = "SELECT certificate_id, ordered_position FROM order_certificates
     WHERE tenant = $1 AND ($2 = 0 OR status = $2) AND ($3 = '' OR names LIKE $3 ESCAPE '\\')
@@ -105,7 +135,8 @@ const POSTPONE_SQLITE: &str =
 #[derive(Clone)]
 enum Db {
     Pg(PgPool),
-    Sqlite(SqlitePool),
+    /// With the log's write gate: the table is in the log's file.
+    Sqlite(SqlitePool, WriteGate),
 }
 
 /// The certificate list read model.
@@ -118,7 +149,7 @@ impl std::fmt::Debug for CertificateList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.db {
             Db::Pg(_) => "postgres",
-            Db::Sqlite(_) => "sqlite",
+            Db::Sqlite(..) => "sqlite",
         };
         f.debug_struct("CertificateList")
             .field("db", &kind)
@@ -211,49 +242,81 @@ impl CertificateList {
                     .idle_timeout(None)
                     .max_lifetime(None)
             } else {
-                options = options.journal_mode(SqliteJournalMode::Wal);
+                // The table is derived from the log: its commits need no fsync of their own.
+                // The consumer's checkpoint, saved afterwards in the same file, is committed
+                // with a full sync, and the WAL is written in order, so a durable checkpoint
+                // means every row before it is durable too.
+                options = options
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal);
                 SqlitePoolOptions::new().max_connections(4)
             };
+            let file = options.get_filename().to_owned();
             let pool = pool_options.connect_with(options).await?;
+            // After connecting: the file exists, and its canonical path names the gate.
+            let gate = if in_memory {
+                WriteGate::private()
+            } else {
+                WriteGate::for_file(&file)
+            };
             for statement in [DROP_OLD, SQLITE_TABLE].iter().chain(&INDEXES) {
                 sqlx::query(*statement).execute(&pool).await?;
             }
-            Db::Sqlite(pool)
+            Db::Sqlite(pool, gate)
         };
         Ok(Self { db })
     }
 
     /// Stores a row unless a row of a newer version is there.
     pub async fn upsert(&self, row: &ListRow) -> Result<(), sqlx::Error> {
-        let status = row.status as i32;
-        let due = row.due_at.map(|at| at.timestamp_micros());
+        self.upsert_all(std::slice::from_ref(row)).await
+    }
+
+    /// Stores rows in one transaction, each unless a row of a newer version is there (at
+    /// most one row per certificate).
+    pub async fn upsert_all(&self, rows: &[ListRow]) -> Result<(), sqlx::Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        macro_rules! bind_rows {
+            ($query:expr, $chunk:expr) => {{
+                let mut query = $query;
+                for row in $chunk {
+                    query = query
+                        .bind(row.certificate_id.as_str())
+                        .bind(row.tenant.as_str())
+                        .bind(row.status as i32)
+                        .bind(row.names.as_str())
+                        .bind(i64_of(row.ordered_position))
+                        .bind(i64_of(row.version))
+                        .bind(row.due_at.map(|at| at.timestamp_micros()));
+                }
+                query
+            }};
+        }
         match &self.db {
             Db::Pg(pool) => {
-                sqlx::query(UPSERT_PG)
-                    .bind(&row.certificate_id)
-                    .bind(&row.tenant)
-                    .bind(status)
-                    .bind(&row.names)
-                    .bind(i64_of(row.ordered_position))
-                    .bind(i64_of(row.version))
-                    .bind(due)
-                    .execute(pool)
-                    .await?;
+                let mut tx = pool.begin().await?;
+                for chunk in rows.chunks(UPSERT_CHUNK) {
+                    let sql = upsert_sql(chunk.len(), true);
+                    bind_rows!(sqlx::query(AssertSqlSafe(sql)), chunk)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
             }
-            Db::Sqlite(pool) => {
-                sqlx::query(UPSERT_SQLITE)
-                    .bind(&row.certificate_id)
-                    .bind(&row.tenant)
-                    .bind(status)
-                    .bind(&row.names)
-                    .bind(i64_of(row.ordered_position))
-                    .bind(i64_of(row.version))
-                    .bind(due)
-                    .execute(pool)
-                    .await?;
+            Db::Sqlite(pool, gate) => {
+                let _turn = gate.enter().await;
+                let mut tx = pool.begin().await?;
+                for chunk in rows.chunks(UPSERT_CHUNK) {
+                    let sql = upsert_sql(chunk.len(), false);
+                    bind_rows!(sqlx::query(AssertSqlSafe(sql)), chunk)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
             }
         }
-        Ok(())
     }
 
     /// Up to `limit` certificates due at `now`, earliest first.
@@ -268,7 +331,7 @@ impl CertificateList {
                     .fetch_all(pool)
                     .await
             }
-            Db::Sqlite(pool) => {
+            Db::Sqlite(pool, _) => {
                 sqlx::query_scalar(DUE_SQLITE)
                     .bind(now)
                     .bind(limit)
@@ -295,7 +358,8 @@ impl CertificateList {
                     .execute(pool)
                     .await?;
             }
-            Db::Sqlite(pool) => {
+            Db::Sqlite(pool, gate) => {
+                let _turn = gate.enter().await;
                 sqlx::query(POSTPONE_SQLITE)
                     .bind(certificate_id)
                     .bind(at)
@@ -326,7 +390,7 @@ impl CertificateList {
                     .fetch_all(pool)
                     .await
             }
-            Db::Sqlite(pool) => {
+            Db::Sqlite(pool, _) => {
                 sqlx::query_as(SELECT_SQLITE)
                     .bind(tenant)
                     .bind(status)
@@ -469,35 +533,81 @@ impl ListProjection {
         // Every statement leaves the map consistent: a panic elsewhere cannot corrupt it.
         self.written.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-#[async_trait]
-impl Handler for ListProjection {
-    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
-        let Some(id) = certificate_id_of(&event.stream_id) else {
-            return Ok(());
-        };
-        let loaded = match self.repo.load_since(id, None, event.stream_version).await {
+    /// The row of a certificate's fold at least as new as `version`, unless this process
+    /// already wrote that row (an earlier event of the stream found the newer fold).
+    async fn row(&self, id: &str, version: u64) -> Result<Option<ListRow>, HandlerError> {
+        let loaded = match self.repo.load_since(id, None, version).await {
             Ok(loaded) => loaded,
             // No such certificate (an empty stream).
-            Err(RepositoryError::Domain(_)) => return Ok(()),
+            Err(RepositoryError::Domain(_)) => return Ok(None),
             Err(e) if e.is_transient() => return Err(HandlerError::Retry(e.to_string())),
             Err(e) => return Err(HandlerError::Poison(e.to_string())),
         };
         let Some(position) = loaded.first_position else {
-            return Ok(());
+            return Ok(None);
         };
-        let version = loaded.state.version;
-        // The fold was newer than an earlier event of the stream: its row is written.
-        if self.written().get(id).is_some_and(|w| *w >= version) {
-            return Ok(());
+        if self
+            .written()
+            .get(id)
+            .is_some_and(|w| *w >= loaded.state.version)
+        {
+            return Ok(None);
         }
+        Ok(Some(ListRow::of(&loaded.state, position, &self.settings)))
+    }
+
+    async fn store(&self, rows: &[ListRow]) -> Result<(), HandlerError> {
         self.list
-            .upsert(&ListRow::of(&loaded.state, position, &self.settings))
+            .upsert_all(rows)
             .await
             .map_err(|e| HandlerError::Retry(format!("updating the certificate list: {e}")))?;
-        self.written().insert(id, version);
+        let mut written = self.written();
+        for row in rows {
+            written.insert(&row.certificate_id, row.version);
+        }
         Ok(())
+    }
+}
+
+/// Folds read from the log at once for a batch (most come from the repository's cache).
+const BATCH_LOADS: usize = 16;
+
+#[async_trait]
+impl Handler for ListProjection {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        self.handle_batch(std::slice::from_ref(event)).await
+    }
+
+    /// One row per certificate of the batch, at its newest fold, all in one transaction.
+    async fn handle_batch(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        let mut newest: Vec<(&str, u64)> = Vec::new();
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for event in events {
+            let Some(id) = certificate_id_of(&event.stream_id) else {
+                continue;
+            };
+            match index.entry(id) {
+                std::collections::hash_map::Entry::Occupied(i) => {
+                    let newest = &mut newest[*i.get()].1;
+                    *newest = (*newest).max(event.stream_version);
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(newest.len());
+                    newest.push((id, event.stream_version));
+                }
+            }
+        }
+        let loads: Vec<_> = newest
+            .into_iter()
+            .map(|(id, version)| self.row(id, version))
+            .collect();
+        let rows: Vec<Option<ListRow>> = futures::stream::iter(loads)
+            .buffered(BATCH_LOADS)
+            .try_collect()
+            .await?;
+        let rows: Vec<ListRow> = rows.into_iter().flatten().collect();
+        self.store(&rows).await
     }
 }
 
