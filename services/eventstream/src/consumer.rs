@@ -143,8 +143,9 @@ impl ConsumerSettings {
     }
 }
 
-/// The lane (0..lanes) of a stream: the same stream always gets the same lane.
-fn lane_of(stream_key: &str, lanes: usize) -> usize {
+/// The lane (0..lanes) of a stream: the same stream always gets the same lane. Streams
+/// sharing a lane are handled one after the other.
+pub fn lane_of(stream_key: &str, lanes: usize) -> usize {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     stream_key.hash(&mut hasher);

@@ -6,7 +6,7 @@ mod common;
 use async_trait::async_trait;
 use certledger_eventlog::RecordedEvent;
 use certledger_eventstream::consumer::{
-    ConsumerSettings, EventSource, Filter, Handler, HandlerError,
+    ConsumerSettings, EventSource, Filter, Handler, HandlerError, lane_of,
 };
 use certledger_eventstream::relay::{Relay, RelaySettings};
 use certledger_testkit::{NatsServer, eventually};
@@ -577,22 +577,34 @@ impl Handler for HoldOne {
 async fn sql_tail_lanes_read_on_but_the_checkpoint_never_passes_an_unfinished_event()
 -> anyhow::Result<()> {
     let log = memory_log().await?;
-    // Positions 1 – 3: the first event of each of three streams; 4 – 6: their second.
-    let ids = append_events(log.as_ref(), 3, 2).await?;
+    // Three streams in three different lanes (streams sharing a lane wait for each other).
+    let lanes = 4;
+    let mut names: Vec<String> = Vec::new();
+    while names.len() < 3 {
+        let name = certificate_stream();
+        if names
+            .iter()
+            .all(|n| lane_of(n, lanes) != lane_of(&name, lanes))
+        {
+            names.push(name);
+        }
+    }
+    // Positions 1 – 3: the first event of each stream; 4 – 6: their second.
+    let ids = append_to(log.as_ref(), &names, 2).await?;
     let handler = Arc::new(HoldOne {
         held: ids[1],
         release: Notify::new(),
         inner: Recorder::default(),
     });
     let mut settings =
-        ConsumerSettings::new("held", Filter::Aggregate("certificate".into())).concurrency(4);
+        ConsumerSettings::new("held", Filter::Aggregate("certificate".into())).concurrency(lanes);
     settings.checkpoint_interval = Duration::ZERO;
     let source = EventSource::SqlTail { log: log.clone() };
     let shutdown = CancellationToken::new();
     let task = spawn_consumer(&source, settings, handler.clone(), &shutdown);
 
-    // The other streams go on past the held event (no batch waits for it); the held
-    // stream's second event waits behind it.
+    // The other streams go on past the held event (nothing waits for it but its lane); the
+    // held stream's second event waits behind it.
     let others = vec![ids[0], ids[2], ids[3], ids[5]];
     eventually(DEADLINE, "the other streams' events", || {
         let handler = handler.clone();
@@ -619,7 +631,12 @@ async fn sql_tail_lanes_read_on_but_the_checkpoint_never_passes_an_unfinished_ev
     })
     .await?;
     assert_eq!(
-        handler.inner.applied_ids().iter().filter(|id| **id == ids[4]).count(),
+        handler
+            .inner
+            .applied_ids()
+            .iter()
+            .filter(|id| **id == ids[4])
+            .count(),
         1,
         "the held stream's second event, after the first"
     );

@@ -19,13 +19,25 @@ pub async fn append_events(
     streams: usize,
     per_stream: usize,
 ) -> anyhow::Result<Vec<uuid::Uuid>> {
+    let names: Vec<String> = (0..streams).map(|_| certificate_stream()).collect();
+    append_to(log, &names, per_stream).await
+}
+
+/// A new certificate stream id.
+pub fn certificate_stream() -> String {
+    format!("certificate-{}", uuid::Uuid::now_v7())
+}
+
+/// [`append_events`] to the streams `names`.
+pub async fn append_to(
+    log: &dyn EventLog,
+    names: &[String],
+    per_stream: usize,
+) -> anyhow::Result<Vec<uuid::Uuid>> {
     let mut ids = Vec::new();
     let mut versions = HashMap::new();
-    let names: Vec<String> = (0..streams)
-        .map(|_| format!("certificate-{}", uuid::Uuid::now_v7()))
-        .collect();
     for round in 0..per_stream {
-        for stream in &names {
+        for stream in names {
             let version = versions.entry(stream.clone()).or_insert(0u64);
             let metadata = Metadata {
                 tenant: "acme".into(),
