@@ -597,3 +597,24 @@ impl EventLog for SqliteEventLog {
         Ok(walker.report(None))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_write_gate_per_file_however_its_path_is_spelled() {
+        let dir = std::env::temp_dir().join(format!("certledger-gate-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (a, b) = (dir.join("a.db"), dir.join("b.db"));
+        for file in [&a, &b] {
+            std::fs::write(file, b"").expect("file");
+        }
+        let gate = WriteGate::for_file(&a);
+        let same = WriteGate::for_file(&dir.join(".").join("a.db"));
+        assert!(Arc::ptr_eq(&gate.0, &same.0));
+        assert!(!Arc::ptr_eq(&gate.0, &WriteGate::for_file(&b).0));
+        assert!(!Arc::ptr_eq(&gate.0, &WriteGate::private().0));
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+}
