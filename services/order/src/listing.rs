@@ -4,8 +4,8 @@
 //! stream and upserts one row per certificate, all in one transaction (idempotent: a row is
 //! never replaced by an older stream version). The fold comes from the repository's cache
 //! when it is at least as new as the newest event (no query), and a row already written at
-//! the fold's version is not written again. Each
-//! row carries the time the scheduler must next look at the certificate (`due_at`, see
+//! the fold's version is not written again. Each row carries the time the scheduler must
+//! next look at the certificate (`due_at`, see
 //! [`certledger_domain::certificate::RenewalPolicy::next_due`]).
 //!
 //! The table only finds the ids (tenant, status, names, newest first); the certificates
