@@ -12,6 +12,7 @@
 //! returned are loaded fresh from the log, and a status filter is checked again on the
 //! fresh state, so a lagging table never returns a certificate in the wrong status.
 
+use std::fmt::Write as _;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -90,17 +91,15 @@ fn upsert_sql(rows: usize, pg: bool) -> String {
         if row > 0 {
             sql.push_str(", ");
         }
-        let params: Vec<String> = (1..=7)
-            .map(|i| {
-                if pg {
-                    format!("${}", row * 7 + i)
-                } else {
-                    "?".to_owned()
-                }
-            })
-            .collect();
         sql.push('(');
-        sql.push_str(&params.join(", "));
+        for i in 1..=7 {
+            let sep = if i > 1 { ", " } else { "" };
+            if pg {
+                let _ = write!(sql, "{sep}${}", row * 7 + i);
+            } else {
+                let _ = write!(sql, "{sep}?");
+            }
+        }
         sql.push(')');
     }
     sql.push_str(
@@ -278,43 +277,32 @@ impl CertificateList {
         if rows.is_empty() {
             return Ok(());
         }
-        macro_rules! bind_rows {
-            ($query:expr, $chunk:expr) => {{
-                let mut query = $query;
-                for row in $chunk {
-                    query = query
-                        .bind(row.certificate_id.as_str())
-                        .bind(row.tenant.as_str())
-                        .bind(row.status as i32)
-                        .bind(row.names.as_str())
-                        .bind(i64_of(row.ordered_position))
-                        .bind(i64_of(row.version))
-                        .bind(row.due_at.map(|at| at.timestamp_micros()));
+        // The rows' statements in one transaction (the pools' types differ).
+        macro_rules! upsert_in {
+            ($pool:expr, $pg:expr) => {{
+                let mut tx = $pool.begin().await?;
+                for chunk in rows.chunks(UPSERT_CHUNK) {
+                    let mut query = sqlx::query(AssertSqlSafe(upsert_sql(chunk.len(), $pg)));
+                    for row in chunk {
+                        query = query
+                            .bind(row.certificate_id.as_str())
+                            .bind(row.tenant.as_str())
+                            .bind(row.status as i32)
+                            .bind(row.names.as_str())
+                            .bind(i64_of(row.ordered_position))
+                            .bind(i64_of(row.version))
+                            .bind(row.due_at.map(|at| at.timestamp_micros()));
+                    }
+                    query.execute(&mut *tx).await?;
                 }
-                query
+                tx.commit().await
             }};
         }
         match &self.db {
-            Db::Pg(pool) => {
-                let mut tx = pool.begin().await?;
-                for chunk in rows.chunks(UPSERT_CHUNK) {
-                    let sql = upsert_sql(chunk.len(), true);
-                    bind_rows!(sqlx::query(AssertSqlSafe(sql)), chunk)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await
-            }
+            Db::Pg(pool) => upsert_in!(pool, true),
             Db::Sqlite(pool, gate) => {
                 let _turn = gate.enter().await;
-                let mut tx = pool.begin().await?;
-                for chunk in rows.chunks(UPSERT_CHUNK) {
-                    let sql = upsert_sql(chunk.len(), false);
-                    bind_rows!(sqlx::query(AssertSqlSafe(sql)), chunk)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await
+                upsert_in!(pool, false)
             }
         }
     }
