@@ -8,8 +8,8 @@ use uuid::Uuid;
 use crate::hash::{HashInput, ZERO_HASH, event_hash};
 use crate::model::{Metadata, RecordedEvent, StorageError, Tamper, VerifyReport};
 
-/// Column order expected by [`decode_event`]; both backends select exactly these, with
-/// UUIDs as text.
+/// Column order expected by [`decode_event`] (and by the SQLite backend's own row
+/// decoding); both backends select exactly these, with UUIDs as text.
 pub(crate) const EVENT_COLUMN_COUNT: usize = 15;
 
 /// Decodes an event row: position, stream_id, stream_version, event_id, event_type,
@@ -22,6 +22,7 @@ where
     i64: Decode<'r, R::Database> + Type<R::Database>,
     String: Decode<'r, R::Database> + Type<R::Database>,
     Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    &'r [u8]: Decode<'r, R::Database> + Type<R::Database>,
 {
     if row.len() != EVENT_COLUMN_COUNT {
         return Err(sqlx::Error::protocol(format!(
@@ -36,8 +37,8 @@ where
     let correlation_id: Option<String> = row.try_get(8)?;
     let causation_id: Option<String> = row.try_get(9)?;
     let recorded_at: i64 = row.try_get(12)?;
-    let prev_hash: Vec<u8> = row.try_get(13)?;
-    let hash: Vec<u8> = row.try_get(14)?;
+    let prev_hash: &[u8] = row.try_get(13)?;
+    let hash: &[u8] = row.try_get(14)?;
     Ok(RecordedEvent {
         position: to_u64(position, "position")?,
         stream_id: row.try_get(1)?,
@@ -67,14 +68,13 @@ where
     })
 }
 
-fn parse_uuid(s: &str, column: &str) -> Result<Uuid, sqlx::Error> {
+pub(crate) fn parse_uuid(s: &str, column: &str) -> Result<Uuid, sqlx::Error> {
     Uuid::parse_str(s).map_err(|e| sqlx::Error::decode(format!("{column} {s:?}: {e}")))
 }
 
-fn to_hash(v: Vec<u8>, column: &str) -> Result<[u8; 32], sqlx::Error> {
-    let len = v.len();
+pub(crate) fn to_hash(v: &[u8], column: &str) -> Result<[u8; 32], sqlx::Error> {
     v.try_into()
-        .map_err(|_| sqlx::Error::decode(format!("{column} has {len} bytes, expected 32")))
+        .map_err(|_| sqlx::Error::decode(format!("{column} has {} bytes, expected 32", v.len())))
 }
 
 pub(crate) fn to_u64(v: i64, column: &str) -> Result<u64, sqlx::Error> {

@@ -34,7 +34,6 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -45,7 +44,7 @@ use crate::append::{
     self, Backend, GroupCommitter, Head, Notifier, Outcome, PlannedRow, TxFailure, batch_event_ids,
     batch_stream_ids,
 };
-use crate::codec::{self, ChainWalker, Migration, ctx, decode_event, to_i64, to_u64};
+use crate::codec::{self, ChainWalker, Migration, ctx, to_i64, to_u64};
 use crate::model::{
     AppendError, AppendResult, EventLog, RecordedEvent, StorageError, StreamAppend, VerifyReport,
 };
@@ -63,6 +62,9 @@ macro_rules! event_columns {
          tenant, correlation_id, causation_id, actor, trace_context, recorded_at, prev_hash, hash"
     };
 }
+
+/// Events per page of [`EventLog::verify`].
+const VERIFY_PAGE: i64 = 2_000;
 
 /// Rows per INSERT statement (64 × 14 parameters, far below SQLite's limit); a batch
 /// needs at most 64 distinct statements, which stay in the connection's statement cache.
@@ -259,6 +261,63 @@ impl SqliteEventLog {
     }
 }
 
+fn driver(e: rusqlite::Error) -> sqlx::Error {
+    sqlx::Error::AnyDriverError(Box::new(e))
+}
+
+fn read_events(
+    db: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    let mut statement = db.prepare(sql).map_err(driver)?;
+    let mut rows = statement.query(params).map_err(driver)?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next().map_err(driver)? {
+        events.push(decode_row(row)?);
+    }
+    Ok(events)
+}
+
+/// [`decode_event`] for a row read through SQLite's own API (same columns).
+fn decode_row(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, sqlx::Error> {
+    use rusqlite::types::FromSqlError;
+    let value = |i: usize| row.get_ref(i).map_err(driver);
+    let bad =
+        |i: usize| move |e: FromSqlError| sqlx::Error::decode(format!("event column {i}: {e}"));
+    let int = |i: usize| value(i)?.as_i64().map_err(bad(i));
+    let text = |i: usize| value(i)?.as_str().map_err(bad(i));
+    let opt_text = |i: usize| value(i)?.as_str_or_null().map_err(bad(i));
+    let blob = |i: usize| value(i)?.as_blob().map_err(bad(i));
+    let uuid = |i: usize, column: &str| -> Result<Option<Uuid>, sqlx::Error> {
+        opt_text(i)?
+            .map(|s| codec::parse_uuid(s, column))
+            .transpose()
+    };
+    let schema_version = int(5)?;
+    Ok(RecordedEvent {
+        position: to_u64(int(0)?, "position")?,
+        stream_id: text(1)?.to_owned(),
+        stream_version: to_u64(int(2)?, "stream_version")?,
+        event_id: codec::parse_uuid(text(3)?, "event_id")?,
+        event_type: text(4)?.to_owned(),
+        schema_version: u32::try_from(schema_version).map_err(|_| {
+            sqlx::Error::decode(format!("schema_version {schema_version} out of range"))
+        })?,
+        payload: blob(6)?.to_vec(),
+        metadata: crate::model::Metadata {
+            tenant: text(7)?.to_owned(),
+            correlation_id: uuid(8, "correlation_id")?,
+            causation_id: uuid(9, "causation_id")?,
+            actor: text(10)?.to_owned(),
+            trace_context: opt_text(11)?.map(str::to_owned),
+        },
+        recorded_at: codec::micros_to_time(int(12)?)?,
+        prev_hash: codec::to_hash(blob(13)?, "prev_hash")?,
+        hash: codec::to_hash(blob(14)?, "hash")?,
+    })
+}
+
 /// SQLITE_BUSY ("database is locked"), also as an extended code.
 fn is_busy(error: &sqlx::Error) -> bool {
     match error {
@@ -394,6 +453,42 @@ impl SqliteCore {
         Ok(positions)
     }
 
+    /// Runs an event query through SQLite's own API on one of the pool's connections,
+    /// on a blocking thread, and decodes every row there. sqlx-sqlite would hand each
+    /// row over from its worker thread with a copy of every value: that hand-off was the
+    /// floor of reading the log (BENCHMARKS.md, scenario 3).
+    async fn query_events<P>(
+        &self,
+        sql: &'static str,
+        params: P,
+    ) -> Result<Vec<RecordedEvent>, sqlx::Error>
+    where
+        P: rusqlite::Params + Send + 'static,
+    {
+        let mut conn = self.pool.acquire().await?;
+        let read = tokio::task::spawn_blocking(move || {
+            let events = futures::executor::block_on(async {
+                let mut handle = conn.lock_handle().await?;
+                // SAFETY: `handle` keeps sqlx's worker thread off the connection until it
+                // is dropped, after `db`; a `Connection` made by `from_handle` does not own
+                // the database handle and never closes it.
+                let db =
+                    unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
+                        .map_err(driver)?;
+                let events = read_events(&db, sql, params);
+                drop(db);
+                drop(handle);
+                events
+            });
+            (conn, events)
+        });
+        let (conn, events) = read
+            .await
+            .map_err(|e| sqlx::Error::protocol(format!("event reader thread: {e}")))?;
+        drop(conn);
+        events
+    }
+
     async fn head_position(&self) -> Result<u64, StorageError> {
         let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
             .fetch_one(&self.pool)
@@ -485,19 +580,14 @@ impl EventLog for SqliteEventLog {
         after_version: u64,
     ) -> Result<Vec<RecordedEvent>, StorageError> {
         let what = || format!("read stream {stream_id}");
-        let rows = sqlx::query(concat!(
+        let sql = concat!(
             "SELECT ",
             event_columns!(),
             " FROM events WHERE stream_id = ?1 AND stream_version > ?2 ORDER BY stream_version"
-        ))
-        .bind(stream_id)
-        .bind(to_i64(after_version))
-        .fetch_all(&self.core.pool)
-        .await
-        .map_err(ctx(what()))?;
-        rows.iter()
-            .map(decode_event)
-            .collect::<Result<_, _>>()
+        );
+        self.core
+            .query_events(sql, (stream_id.to_owned(), to_i64(after_version)))
+            .await
             .map_err(ctx(what()))
     }
 
@@ -510,19 +600,14 @@ impl EventLog for SqliteEventLog {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(concat!(
+        let sql = concat!(
             "SELECT ",
             event_columns!(),
             " FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
-        ))
-        .bind(to_i64(after_position))
-        .bind(i64::from(limit))
-        .fetch_all(&self.core.pool)
-        .await
-        .map_err(ctx(what()))?;
-        rows.iter()
-            .map(decode_event)
-            .collect::<Result<_, _>>()
+        );
+        self.core
+            .query_events(sql, (to_i64(after_position), i64::from(limit)))
+            .await
             .map_err(ctx(what()))
     }
 
@@ -573,28 +658,33 @@ impl EventLog for SqliteEventLog {
             Some(s) => format!("verify stream {s}"),
             None => format!("verify log (SQLite {})", self.core.label),
         };
+        // Page by page in (stream_id, stream_version) order, each page after the last
+        // event of the one before; one stream's pages, or every stream's.
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE (?1 IS NULL OR stream_id = ?1) AND (stream_id, stream_version) > (?2, ?3) \
+             ORDER BY stream_id, stream_version LIMIT ?4"
+        );
         let mut walker = ChainWalker::default();
-        let query = match stream_id {
-            Some(s) => sqlx::query(concat!(
-                "SELECT ",
-                event_columns!(),
-                " FROM events WHERE stream_id = ?1 ORDER BY stream_version"
-            ))
-            .bind(s),
-            None => sqlx::query(concat!(
-                "SELECT ",
-                event_columns!(),
-                " FROM events ORDER BY stream_id, stream_version"
-            )),
-        };
-        let mut rows = query.fetch(&self.core.pool);
-        while let Some(row) = rows.try_next().await.map_err(ctx(what.clone()))? {
-            let event = decode_event(&row).map_err(ctx(what.clone()))?;
-            if let Some(problem) = walker.check(&event) {
-                return Ok(walker.report(Some(problem)));
+        let mut after = (String::new(), 0i64);
+        loop {
+            let params = (stream_id.map(str::to_owned), after.0, after.1, VERIFY_PAGE);
+            let page = self
+                .core
+                .query_events(sql, params)
+                .await
+                .map_err(ctx(what.clone()))?;
+            let Some(last) = page.last() else {
+                return Ok(walker.report(None));
+            };
+            after = (last.stream_id.clone(), to_i64(last.stream_version));
+            for event in &page {
+                if let Some(problem) = walker.check(event) {
+                    return Ok(walker.report(Some(problem)));
+                }
             }
         }
-        Ok(walker.report(None))
     }
 }
 

@@ -130,3 +130,63 @@ async fn concurrent_opens_migrate_once() {
         .unwrap();
     assert_eq!(logs[3].head_position().await.unwrap(), 1);
 }
+
+/// Reads and verification go page by page on SQLite (2,000 events a page): a log of
+/// 2,100 events in 700 streams of 3 puts a stream across the boundary of both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_verification_cross_page_boundaries() {
+    let h = SqliteHarness::create().await;
+    let log = h.open(LogOptions::new()).await;
+    let streams: Vec<String> = (0..700).map(|i| format!("cert-{i:04}")).collect();
+    let parts = streams
+        .iter()
+        .map(|s| {
+            let events = (0..3u8).map(|v| event("E", &[v; 16])).collect();
+            common::part(s, ExpectedVersion::NoStream, events)
+        })
+        .collect();
+    log.append(parts).await.unwrap();
+
+    let mut all = Vec::new();
+    while all.len() < 2_100 {
+        let after = all
+            .last()
+            .map_or(0, |e: &certledger_eventlog::RecordedEvent| e.position);
+        let page = log.read_all(after, 2_000).await.unwrap();
+        assert!(!page.is_empty(), "the log ended after {} events", all.len());
+        all.extend(page);
+    }
+    assert!(log.read_all(2_100, 2_000).await.unwrap().is_empty());
+    let positions: Vec<u64> = all.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=2_100).collect::<Vec<_>>());
+    let stream = log.read_stream("cert-0666", 1).await.unwrap();
+    assert_eq!(stream, all[1_999..2_001].to_vec());
+
+    let report = log.verify(None).await.unwrap();
+    assert_eq!((report.events_checked, report.first_problem), (2_100, None));
+
+    // The last event of the first page is cert-0666's second. Forged with a hash that
+    // matches, it is found by its successor, the first event of the second page.
+    for sql in SqliteHarness::disable_append_only() {
+        h.exec(&log, sql).await.unwrap();
+    }
+    let mut forged = all[1_999].clone();
+    forged.payload = b"forged".to_vec();
+    let sql = format!(
+        "UPDATE events SET payload = {}, hash = {} WHERE position = {}",
+        SqliteHarness::blob_literal(&forged.payload),
+        SqliteHarness::blob_literal(&common::recomputed_hash(&forged)),
+        forged.position
+    );
+    assert_eq!(h.exec(&log, &sql).await.unwrap(), 1);
+    let report = log.verify(None).await.unwrap();
+    assert_eq!(
+        report.first_problem,
+        Some(certledger_eventlog::Tamper::BrokenLink {
+            stream_id: "cert-0666".into(),
+            version: 3,
+            position: all[2_000].position,
+        })
+    );
+    assert_eq!(report.events_checked, 2_001);
+}

@@ -111,7 +111,7 @@ fn assert_matches_new(rec: &RecordedEvent, new: &NewEvent, stream: &str, version
     assert_eq!(rec.metadata, new.metadata);
 }
 
-fn recomputed_hash(e: &RecordedEvent) -> [u8; 32] {
+pub fn recomputed_hash(e: &RecordedEvent) -> [u8; 32] {
     event_hash(&HashInput {
         prev_hash: &e.prev_hash,
         stream_id: &e.stream_id,
