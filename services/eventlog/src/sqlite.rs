@@ -261,7 +261,38 @@ impl SqliteEventLog {
     }
 }
 
-fn driver(e: rusqlite::Error) -> sqlx::Error {
+/// Runs `f` with SQLite's own API (rusqlite) on `conn`, inside whatever transaction is
+/// open on it, while sqlx's worker thread leaves the connection alone. sqlx-sqlite hands
+/// every row and every statement over to and from that thread, with a copy of every
+/// value; a page of rows read (or many rows written) in `f` costs one hand-off. `f`
+/// runs on this thread, as blocking work ([`tokio::task::block_in_place`] on a
+/// multi-threaded runtime).
+pub async fn with_rusqlite<T>(
+    conn: &mut SqliteConnection,
+    f: impl FnOnce(&rusqlite::Connection) -> T,
+) -> Result<T, sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let raw = handle.as_raw_handle().as_ptr();
+    let run = || {
+        // SAFETY: `handle` keeps sqlx's worker thread off the connection until it is
+        // dropped, after `db`; a `Connection` made by `from_handle` does not own the
+        // database handle and never closes it.
+        let db = unsafe { rusqlite::Connection::from_handle(raw) }.map_err(rusqlite_error)?;
+        Ok(f(&db))
+    };
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let result = if multi_threaded {
+        tokio::task::block_in_place(run)
+    } else {
+        run()
+    };
+    drop(handle);
+    result
+}
+
+/// A rusqlite error as sqlx's, for callers that handle sqlx's.
+pub fn rusqlite_error(e: rusqlite::Error) -> sqlx::Error {
     sqlx::Error::AnyDriverError(Box::new(e))
 }
 
@@ -270,10 +301,10 @@ fn read_events(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    let mut statement = db.prepare(sql).map_err(driver)?;
-    let mut rows = statement.query(params).map_err(driver)?;
+    let mut statement = db.prepare(sql).map_err(rusqlite_error)?;
+    let mut rows = statement.query(params).map_err(rusqlite_error)?;
     let mut events = Vec::new();
-    while let Some(row) = rows.next().map_err(driver)? {
+    while let Some(row) = rows.next().map_err(rusqlite_error)? {
         events.push(decode_row(row)?);
     }
     Ok(events)
@@ -282,7 +313,7 @@ fn read_events(
 /// [`decode_event`] for a row read through SQLite's own API (same columns).
 fn decode_row(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, sqlx::Error> {
     use rusqlite::types::FromSqlError;
-    let value = |i: usize| row.get_ref(i).map_err(driver);
+    let value = |i: usize| row.get_ref(i).map_err(rusqlite_error);
     let bad =
         |i: usize| move |e: FromSqlError| sqlx::Error::decode(format!("event column {i}: {e}"));
     let int = |i: usize| value(i)?.as_i64().map_err(bad(i));
@@ -453,40 +484,15 @@ impl SqliteCore {
         Ok(positions)
     }
 
-    /// Runs an event query through SQLite's own API on one of the pool's connections,
-    /// on a blocking thread, and decodes every row there. sqlx-sqlite would hand each
-    /// row over from its worker thread with a copy of every value: that hand-off was the
-    /// floor of reading the log (BENCHMARKS.md, scenario 3).
-    async fn query_events<P>(
+    /// Runs an event query through SQLite's own API ([`with_rusqlite`]) on one of the
+    /// pool's connections and decodes every row there.
+    async fn query_events<P: rusqlite::Params>(
         &self,
         sql: &'static str,
         params: P,
-    ) -> Result<Vec<RecordedEvent>, sqlx::Error>
-    where
-        P: rusqlite::Params + Send + 'static,
-    {
+    ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        let read = tokio::task::spawn_blocking(move || {
-            let events = futures::executor::block_on(async {
-                let mut handle = conn.lock_handle().await?;
-                // SAFETY: `handle` keeps sqlx's worker thread off the connection until it
-                // is dropped, after `db`; a `Connection` made by `from_handle` does not own
-                // the database handle and never closes it.
-                let db =
-                    unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
-                        .map_err(driver)?;
-                let events = read_events(&db, sql, params);
-                drop(db);
-                drop(handle);
-                events
-            });
-            (conn, events)
-        });
-        let (conn, events) = read
-            .await
-            .map_err(|e| sqlx::Error::protocol(format!("event reader thread: {e}")))?;
-        drop(conn);
-        events
+        with_rusqlite(&mut conn, |db| read_events(db, sql, params)).await?
     }
 
     async fn head_position(&self) -> Result<u64, StorageError> {

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use certledger_eventlog::sqlite::{rusqlite_error, with_rusqlite};
 use sqlx::AssertSqlSafe;
 
 use crate::error::ProjectionError;
@@ -153,7 +154,7 @@ enum Table {
 }
 
 /// Each [`Table`]'s delete (the rows of some streams) and insert, in its order.
-const TABLES: [(Many, Many); 5] = [
+static TABLES: [(Many, Many); 5] = [
     (
         delete_where_in(
             "delete from inventory",
@@ -214,6 +215,17 @@ const SET_STREAM_VERSIONS: Many = Many {
     row: "($1, $2, $3)",
     width: 3,
     tail: " ON CONFLICT (model, stream_id) DO UPDATE SET version = excluded.version",
+};
+
+/// Checkpoint rows exist from the migration on: this upsert only ever updates.
+const SET_CHECKPOINTS: Many = Many {
+    name: "save checkpoints",
+    head: "INSERT INTO projection_checkpoints (model, position, rebuilding, updated_at) VALUES ",
+    fixed: 0,
+    row: "($1, $2, $3, $4)",
+    width: 4,
+    tail: " ON CONFLICT (model) DO UPDATE SET position = excluded.position, \
+     rebuilding = excluded.rebuilding, updated_at = excluded.updated_at",
 };
 
 /// Bound parameters per statement at most (SQLite's limit is 32,766, PostgreSQL's 65,535).
@@ -379,21 +391,79 @@ macro_rules! bind_values {
     }};
 }
 
-/// Runs `m` (a statement without `fixed` parameters) over `values`, `m.width` per row, in
-/// as few statements as the limits allow.
-async fn execute_many(tx: &mut Tx, m: &Many, values: Vec<Value>) -> Result<(), sqlx::Error> {
+/// Runs each statement `m` (one without `fixed` parameters) over its values, `m.width`
+/// per row, in as few statements as the limits allow. On SQLite all of them run in one
+/// hand-off to the connection ([`with_rusqlite`]): through sqlx every statement is a
+/// round trip to its worker thread.
+async fn execute_all(
+    tx: &mut Tx,
+    work: Vec<(&Many, Vec<Value>)>,
+    what: &str,
+) -> Result<(), ProjectionError> {
+    let failed =
+        |m: &Many, rows: usize| ProjectionError::db(format!("{what}: {} ({rows} rows)", m.name));
+    match tx {
+        Db::Pg(c) => {
+            for (m, values) in work {
+                let rows = values.len() / m.width;
+                let mut values = values.into_iter();
+                for n in chunk_sizes(rows, max_rows(m)) {
+                    let sql = cached_sql(m, n, false);
+                    let chunk = values.by_ref().take(n * m.width);
+                    bind_values!(sqlx::query(AssertSqlSafe(sql.text)), chunk)
+                        .execute(&mut **c)
+                        .await
+                        .map_err(failed(m, rows))?;
+                }
+            }
+            Ok(())
+        }
+        Db::Sqlite(c) => with_rusqlite(c, |db| {
+            for (m, values) in work {
+                let rows = values.len() / m.width;
+                sqlite_execute(db, m, values)
+                    .map_err(rusqlite_error)
+                    .map_err(failed(m, rows))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(ProjectionError::db(format!("{what}: take the connection")))?,
+    }
+}
+
+/// [`execute_all`]'s work for one statement on SQLite.
+fn sqlite_execute(db: &rusqlite::Connection, m: &Many, values: Vec<Value>) -> rusqlite::Result<()> {
     let rows = values.len() / m.width;
-    let sqlite = matches!(tx, Db::Sqlite(_));
     let mut values = values.into_iter();
+    // Chunks of one size follow each other: each size is prepared once.
+    let mut prepared: Option<(usize, Sql, rusqlite::Statement<'_>)> = None;
     for n in chunk_sizes(rows, max_rows(m)) {
-        let sql = cached_sql(m, n, sqlite);
-        let chunk = arrange(&sql, values.by_ref().take(n * m.width).collect());
-        on!(tx, c => bind_values!(sqlx::query(AssertSqlSafe(sql.text)), chunk)
-            .execute(&mut *c)
-            .await
-            .map(|r| r.rows_affected()))?;
+        let (_, sql, statement) = match prepared {
+            Some(ref mut p) if p.0 == n => p,
+            _ => {
+                let sql = cached_sql(m, n, true);
+                let statement = db.prepare(&sql.text)?;
+                prepared.insert((n, sql, statement))
+            }
+        };
+        let chunk = arrange(sql, values.by_ref().take(n * m.width).collect());
+        statement.execute(rusqlite::params_from_iter(chunk))?;
     }
     Ok(())
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Value::Text(s) => s.to_sql(),
+            Value::OptText(s) => s.to_sql(),
+            Value::Int(i) => i.to_sql(),
+            Value::OptInt(i) => i.to_sql(),
+            Value::Flag(b) => b.to_sql(),
+            Value::Name(s) => s.to_sql(),
+        }
+    }
 }
 
 /// The stream versions the read models reflect, for every stream in `stream_ids` one of
@@ -413,31 +483,65 @@ pub(crate) async fn stream_versions(
         .collect();
     let sqlite = matches!(tx, Db::Sqlite(_));
     let mut ids = stream_ids.iter();
-    for n in chunk_sizes(stream_ids.len(), max_rows(&STREAM_VERSIONS)) {
-        let sql = cached_sql(&STREAM_VERSIONS, n, sqlite);
-        let values = names
-            .iter()
-            .cloned()
-            .chain(ids.by_ref().take(n).map(|id| Value::Text((*id).to_owned())))
-            .collect();
-        let values = arrange(&sql, values);
-        let rows = on!(tx, c => {
-            let rows = bind_values!(sqlx::query(AssertSqlSafe(sql.text)), values)
-                .fetch_all(&mut *c)
-                .await;
-            rows.and_then(|rows| {
-                rows.iter()
-                    .map(|r| Ok((r.text("model")?, r.text("stream_id")?, to_u64(r.int("version")?))))
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-            })
+    let queries: Vec<(Sql, Vec<Value>)> = chunk_sizes(stream_ids.len(), max_rows(&STREAM_VERSIONS))
+        .map(|n| {
+            let sql = cached_sql(&STREAM_VERSIONS, n, sqlite);
+            let values = names
+                .iter()
+                .cloned()
+                .chain(ids.by_ref().take(n).map(|id| Value::Text((*id).to_owned())))
+                .collect();
+            let values = arrange(&sql, values);
+            (sql, values)
         })
-        .map_err(ProjectionError::db(format!(
-            "{what}: read versions of {n} streams"
-        )))?;
-        for (model, stream_id, version) in rows {
-            if let Some(model) = ReadModel::parse(&model) {
-                versions.entry(stream_id).or_default()[model.index()] = version;
+        .collect();
+    let failed = || {
+        ProjectionError::db(format!(
+            "{what}: read versions of {} streams",
+            stream_ids.len()
+        ))
+    };
+    // (model, stream id, version)
+    let mut rows: Vec<(String, String, u64)> = Vec::with_capacity(stream_ids.len());
+    match tx {
+        Db::Pg(c) => {
+            for (sql, values) in queries {
+                let page = bind_values!(sqlx::query(AssertSqlSafe(sql.text)), values)
+                    .fetch_all(&mut **c)
+                    .await;
+                let page = page.and_then(|page| {
+                    page.iter()
+                        .map(|r| {
+                            Ok((
+                                r.text("model")?,
+                                r.text("stream_id")?,
+                                to_u64(r.int("version")?),
+                            ))
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                });
+                rows.extend(page.map_err(failed())?);
             }
+        }
+        Db::Sqlite(c) => {
+            let read = with_rusqlite(c, |db| -> rusqlite::Result<()> {
+                for (sql, values) in queries {
+                    let mut statement = db.prepare(&sql.text)?;
+                    let mut page = statement.query(rusqlite::params_from_iter(values))?;
+                    while let Some(r) = page.next()? {
+                        rows.push((r.get(0)?, r.get(1)?, to_u64(r.get(2)?)));
+                    }
+                }
+                Ok(())
+            });
+            read.await
+                .and_then(|read| read.map_err(rusqlite_error))
+                .map_err(failed())?;
+        }
+    }
+    for (model, stream_id, version) in rows {
+        if let Some(model) = ReadModel::parse(&model) {
+            versions.entry(stream_id).or_default()[model.index()] = version;
         }
     }
     Ok(versions)
@@ -471,6 +575,8 @@ pub(crate) struct Writes {
     crl_publications: Vec<CrlPublicationRow>,
     /// (model, stream id, version) of each stream written.
     versions: Vec<Value>,
+    /// (model, position, rebuilding, updated at) of each checkpoint moved.
+    checkpoints: Vec<Value>,
 }
 
 impl Writes {
@@ -545,23 +651,22 @@ impl Writes {
         (self.versions.len() / SET_STREAM_VERSIONS.width) as u64
     }
 
-    /// Writes everything gathered, and the stream versions.
+    /// Moves `model`'s checkpoint to `position` with the rows.
+    pub fn checkpoint(&mut self, model: ReadModel, position: u64, rebuilding: bool) {
+        self.checkpoints
+            .extend(checkpoint_values(model, position, rebuilding));
+    }
+
+    /// Writes everything gathered, the stream versions and the checkpoints.
     pub async fn flush(self, tx: &mut Tx, what: &str) -> Result<(), ProjectionError> {
-        let streams = self.streams();
+        let mut work: Vec<(&Many, Vec<Value>)> = Vec::new();
         for ((delete, insert), w) in TABLES.iter().zip(self.tables) {
-            for (m, values) in [(delete, w.deletes), (insert, w.rows)] {
-                if values.is_empty() {
-                    continue;
-                }
-                let rows = values.len() / m.width;
-                execute_many(tx, m, values)
-                    .await
-                    .map_err(ProjectionError::db(format!(
-                        "{what}: {} ({rows} rows)",
-                        m.name
-                    )))?;
-            }
+            work.extend([(delete, w.deletes), (insert, w.rows)]);
         }
+        work.push((&SET_STREAM_VERSIONS, self.versions));
+        work.push((&SET_CHECKPOINTS, self.checkpoints));
+        work.retain(|(_, values)| !values.is_empty());
+        execute_all(tx, work, what).await?;
         for p in &self.crl_publications {
             insert_crl_publication(tx, p)
                 .await
@@ -570,12 +675,17 @@ impl Writes {
                     p.issuer
                 )))?;
         }
-        execute_many(tx, &SET_STREAM_VERSIONS, self.versions)
-            .await
-            .map_err(ProjectionError::db(format!(
-                "{what}: save versions of {streams} streams"
-            )))
+        Ok(())
     }
+}
+
+fn checkpoint_values(model: ReadModel, position: u64, rebuilding: bool) -> [Value; 4] {
+    [
+        Value::Name(model.name()),
+        Value::Int(to_i64(position)),
+        Value::Flag(rebuilding),
+        Value::Int(crate::store::now_micros()),
+    ]
 }
 
 fn inventory_values(r: InventoryRow) -> [Value; 30] {
@@ -731,20 +841,8 @@ pub(crate) async fn set_checkpoint(
     rebuilding: bool,
     what: &str,
 ) -> Result<(), ProjectionError> {
-    on!(tx, c => sqlx::query(
-        "UPDATE projection_checkpoints SET position = $2, rebuilding = $3, updated_at = $4 WHERE model = $1",
-    )
-    .bind(model.name())
-    .bind(to_i64(position))
-    .bind(rebuilding)
-    .bind(crate::store::now_micros())
-    .execute(&mut *c)
-    .await.map(|r| r.rows_affected()))
-    .map(|_| ())
-    .map_err(ProjectionError::db(format!(
-        "{what}: save checkpoint of {}",
-        model.name()
-    )))
+    let values = checkpoint_values(model, position, rebuilding).into();
+    execute_all(tx, vec![(&SET_CHECKPOINTS, values)], what).await
 }
 
 // --- decoding rows -------------------------------------------------------------------

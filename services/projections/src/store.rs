@@ -440,46 +440,70 @@ fn checkpoint_from_row<R: RowExt>(row: &R) -> Result<Option<Checkpoint>, sqlx::E
     }))
 }
 
-/// Locks the checkpoint rows of `models` (PostgreSQL: `FOR UPDATE`, in model order so
-/// concurrent writers never deadlock; SQLite: the transaction already holds the write
-/// lock) and returns them.
+/// Locks the checkpoint rows of `models` (PostgreSQL: `FOR UPDATE`, one after the other
+/// in model order so concurrent writers never deadlock; SQLite: the transaction already
+/// holds the write lock, so one query reads them all) and returns them.
 pub(crate) async fn lock_checkpoints(
     tx: &mut Tx,
     models: &[ReadModel],
     what: &str,
 ) -> Result<Vec<Checkpoint>, ProjectionError> {
-    let mut out = Vec::with_capacity(models.len());
     let mut sorted = models.to_vec();
     sorted.sort();
     sorted.dedup();
-    for model in sorted {
-        let row = match tx {
-            Db::Pg(t) => sqlx::query(
-                "SELECT model, position, rebuilding FROM projection_checkpoints WHERE model = $1 FOR UPDATE",
-            )
-            .bind(model.name())
-            .fetch_optional(&mut **t)
-            .await
-            .and_then(|r| r.as_ref().map(checkpoint_from_row).transpose()),
-            Db::Sqlite(t) => sqlx::query(
-                "SELECT model, position, rebuilding FROM projection_checkpoints WHERE model = $1",
-            )
-            .bind(model.name())
-            .fetch_optional(&mut **t)
-            .await
-            .and_then(|r| r.as_ref().map(checkpoint_from_row).transpose()),
+    let names: Vec<&str> = sorted.iter().map(|m| m.name()).collect();
+    let failed = || ProjectionError::db(format!("{what}: lock the checkpoints of {names:?}"));
+    let mut found = Vec::with_capacity(sorted.len());
+    match tx {
+        Db::Pg(t) => {
+            for name in &names {
+                let row = sqlx::query(
+                    "SELECT model, position, rebuilding FROM projection_checkpoints WHERE model = $1 FOR UPDATE",
+                )
+                .bind(name)
+                .fetch_optional(&mut **t)
+                .await
+                .map_err(failed())?;
+                found.extend(
+                    row.as_ref()
+                        .map(checkpoint_from_row)
+                        .transpose()
+                        .map_err(failed())?
+                        .flatten(),
+                );
+            }
         }
-        .map_err(ProjectionError::db(format!(
-            "{what}: lock checkpoint of {}",
-            model.name()
-        )))?;
-        out.push(row.flatten().unwrap_or(Checkpoint {
-            model,
-            position: 0,
-            rebuilding: false,
-        }));
+        Db::Sqlite(t) => {
+            let rows = sqlx::query(
+                "SELECT model, position, rebuilding FROM projection_checkpoints \
+                 WHERE model IN (SELECT value FROM json_each($1))",
+            )
+            .bind(
+                serde_json::to_string(&names)
+                    .map_err(|e| failed()(sqlx::Error::Encode(e.into())))?,
+            )
+            .fetch_all(&mut **t)
+            .await
+            .map_err(failed())?;
+            for row in &rows {
+                found.extend(checkpoint_from_row(row).map_err(failed())?);
+            }
+        }
     }
-    Ok(out)
+    Ok(sorted
+        .into_iter()
+        .map(|model| {
+            found
+                .iter()
+                .find(|c| c.model == model)
+                .cloned()
+                .unwrap_or(Checkpoint {
+                    model,
+                    position: 0,
+                    rebuilding: false,
+                })
+        })
+        .collect())
 }
 
 pub(crate) async fn tx_commit(tx: Tx, what: &str) -> Result<(), ProjectionError> {

@@ -634,3 +634,56 @@ async fn unknown_event_types_are_skipped_not_fatal() -> anyhow::Result<()> {
     let _ = Arc::clone(&db.log);
     Ok(())
 }
+
+/// A statement that fails in the middle of a batch's write (SQLite writes a batch's rows
+/// through its own API, inside sqlx's transaction) leaves nothing of the batch: the rows
+/// written before it are rolled back and the checkpoints stay where they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_leaves_nothing_of_its_batch() -> anyhow::Result<()> {
+    let db = TestDb::sqlite().await?;
+    write_scenario(&db.log).await?;
+    let head = db.log.head_position().await?;
+    let file = db.dir().join("projections.db");
+    let direct = sqlx::SqlitePool::connect(&format!("sqlite:{}", file.display())).await?;
+    // Expiry rows are written after the inventory's, in the same transaction.
+    sqlx::raw_sql(
+        "CREATE TRIGGER refuse_expiry BEFORE INSERT ON expiry_calendar \
+         BEGIN SELECT RAISE(ABORT, 'expiry refused'); END",
+    )
+    .execute(&direct)
+    .await?;
+    let projector = certledger_projections::Projector::new(
+        db.store.clone(),
+        db.log.clone(),
+        Default::default(),
+    );
+    let error = projector
+        .catch_up(&ReadModel::ALL, &mut |_| {})
+        .await
+        .expect_err("the expiry calendar refuses rows");
+    let message = error.to_string();
+    assert!(
+        message.contains("write expiry_calendar") && message.contains("expiry refused"),
+        "{message}"
+    );
+    assert!(db.store.dump(ReadModel::Inventory).await?.is_empty());
+    let positions = || async {
+        anyhow::Ok(
+            db.store
+                .checkpoints()
+                .await?
+                .iter()
+                .map(|c| c.position)
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(positions().await?, [0; 4]);
+
+    sqlx::raw_sql("DROP TRIGGER refuse_expiry")
+        .execute(&direct)
+        .await?;
+    projector.catch_up(&ReadModel::ALL, &mut |_| {}).await?;
+    assert!(!db.store.dump(ReadModel::ExpiryCalendar).await?.is_empty());
+    assert_eq!(positions().await?, [head; 4]);
+    Ok(())
+}

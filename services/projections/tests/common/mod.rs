@@ -101,6 +101,13 @@ impl TestDb {
         )
     }
 
+    /// The directory of a SQLite test's files.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir
+            .as_ref()
+            .map_or(std::path::Path::new("."), |d| d.path())
+    }
+
     /// A second, empty set of read models next to the first (same backend).
     pub async fn another_store(&self) -> anyhow::Result<(ProjectionStore, Option<String>)> {
         match &self._dir {
