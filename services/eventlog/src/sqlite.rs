@@ -261,14 +261,26 @@ impl SqliteEventLog {
     }
 }
 
+/// How long the work given to [`with_rusqlite`] may block its thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocking {
+    /// A few indexed lookups (tens of microseconds): run as is, like any short
+    /// computation of the task.
+    Brief,
+    /// A page of rows or a batch of writes (milliseconds): run as blocking work
+    /// ([`tokio::task::block_in_place`] on a multi-threaded runtime), so that the
+    /// runtime's other tasks move to another thread meanwhile.
+    Long,
+}
+
 /// Runs `f` with SQLite's own API (rusqlite) on `conn`, inside whatever transaction is
 /// open on it, while sqlx's worker thread leaves the connection alone. sqlx-sqlite hands
 /// every row and every statement over to and from that thread, with a copy of every
 /// value; a page of rows read (or many rows written) in `f` costs one hand-off. `f`
-/// runs on this thread, as blocking work ([`tokio::task::block_in_place`] on a
-/// multi-threaded runtime).
+/// runs on this task's thread.
 pub async fn with_rusqlite<T>(
     conn: &mut SqliteConnection,
+    blocking: Blocking,
     f: impl FnOnce(&rusqlite::Connection) -> T,
 ) -> Result<T, sqlx::Error> {
     let mut handle = conn.lock_handle().await?;
@@ -282,7 +294,7 @@ pub async fn with_rusqlite<T>(
     };
     let multi_threaded = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    let result = if multi_threaded {
+    let result = if blocking == Blocking::Long && multi_threaded {
         tokio::task::block_in_place(run)
     } else {
         run()
@@ -489,10 +501,11 @@ impl SqliteCore {
     async fn query_events<P: rusqlite::Params>(
         &self,
         sql: &'static str,
+        blocking: Blocking,
         params: P,
     ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        with_rusqlite(&mut conn, |db| read_events(db, sql, params)).await?
+        with_rusqlite(&mut conn, blocking, |db| read_events(db, sql, params)).await?
     }
 
     async fn head_position(&self) -> Result<u64, StorageError> {
@@ -592,7 +605,11 @@ impl EventLog for SqliteEventLog {
             " FROM events WHERE stream_id = ?1 AND stream_version > ?2 ORDER BY stream_version"
         );
         self.core
-            .query_events(sql, (stream_id.to_owned(), to_i64(after_version)))
+            .query_events(
+                sql,
+                Blocking::Brief,
+                (stream_id.to_owned(), to_i64(after_version)),
+            )
             .await
             .map_err(ctx(what()))
     }
@@ -612,7 +629,11 @@ impl EventLog for SqliteEventLog {
             " FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
         );
         self.core
-            .query_events(sql, (to_i64(after_position), i64::from(limit)))
+            .query_events(
+                sql,
+                Blocking::Long,
+                (to_i64(after_position), i64::from(limit)),
+            )
             .await
             .map_err(ctx(what()))
     }
@@ -678,7 +699,7 @@ impl EventLog for SqliteEventLog {
             let params = (stream_id.map(str::to_owned), after.0, after.1, VERIFY_PAGE);
             let page = self
                 .core
-                .query_events(sql, params)
+                .query_events(sql, Blocking::Long, params)
                 .await
                 .map_err(ctx(what.clone()))?;
             let Some(last) = page.last() else {

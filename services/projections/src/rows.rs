@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use certledger_eventlog::sqlite::{rusqlite_error, with_rusqlite};
+use certledger_eventlog::sqlite::{Blocking, rusqlite_error, with_rusqlite};
 use sqlx::AssertSqlSafe;
 
 use crate::error::ProjectionError;
@@ -418,7 +418,7 @@ async fn execute_all(
             }
             Ok(())
         }
-        Db::Sqlite(c) => with_rusqlite(c, |db| {
+        Db::Sqlite(c) => with_rusqlite(c, Blocking::Long, |db| {
             for (m, values) in work {
                 let rows = values.len() / m.width;
                 sqlite_execute(db, m, values)
@@ -524,7 +524,7 @@ pub(crate) async fn stream_versions(
             }
         }
         Db::Sqlite(c) => {
-            let read = with_rusqlite(c, |db| -> rusqlite::Result<()> {
+            let read = with_rusqlite(c, Blocking::Long, |db| -> rusqlite::Result<()> {
                 for (sql, values) in queries {
                     let mut statement = db.prepare(&sql.text)?;
                     let mut page = statement.query(rusqlite::params_from_iter(values))?;
