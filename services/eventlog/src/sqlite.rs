@@ -63,6 +63,12 @@ macro_rules! event_columns {
     };
 }
 
+/// Pages of the log up to this many events are read as [`Blocking::Brief`] work (a
+/// quarter of a millisecond at most): the consumers tailing the log read small pages
+/// often, and handing the runtime's tasks to another thread for each costs more than
+/// the read.
+const BRIEF_PAGE: u32 = 256;
+
 /// Events per page of [`EventLog::verify`].
 const VERIFY_PAGE: i64 = 2_000;
 
@@ -631,7 +637,11 @@ impl EventLog for SqliteEventLog {
         self.core
             .query_events(
                 sql,
-                Blocking::Long,
+                if limit <= BRIEF_PAGE {
+                    Blocking::Brief
+                } else {
+                    Blocking::Long
+                },
                 (to_i64(after_position), i64::from(limit)),
             )
             .await
