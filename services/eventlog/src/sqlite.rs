@@ -69,12 +69,6 @@ macro_rules! event_columns {
     };
 }
 
-/// Pages of the log up to this many events are read as [`Blocking::Brief`] work (a
-/// quarter of a millisecond at most): the consumers tailing the log read small pages
-/// often, and handing the runtime's tasks to another thread for each costs more than
-/// the read.
-const BRIEF_PAGE: u32 = 256;
-
 /// Events per page of [`EventLog::verify`].
 const VERIFY_PAGE: i64 = 2_000;
 
@@ -276,13 +270,27 @@ impl SqliteEventLog {
 /// How long the work given to [`with_rusqlite`] may block its thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Blocking {
-    /// A few indexed lookups (tens of microseconds): run as is, like any short
-    /// computation of the task.
+    /// Indexed reads or writes of a few hundred rows at most (well under a millisecond):
+    /// run as is, like any short computation of the task. Handing the runtime's other
+    /// tasks to another thread would cost more.
     Brief,
-    /// A page of rows or a batch of writes (milliseconds): run as blocking work
-    /// ([`tokio::task::block_in_place`] on a multi-threaded runtime), so that the
+    /// A large page of rows or a large batch of writes (milliseconds): run as blocking
+    /// work ([`tokio::task::block_in_place`] on a multi-threaded runtime), so that the
     /// runtime's other tasks move to another thread meanwhile.
     Long,
+}
+
+impl Blocking {
+    /// For work on `rows` rows: brief up to 256 (a quarter of a millisecond at most),
+    /// long beyond. Consumers tailing the log read small pages, and the projector writes
+    /// small live batches, many times a second.
+    pub fn for_rows(rows: usize) -> Self {
+        if rows <= 256 {
+            Blocking::Brief
+        } else {
+            Blocking::Long
+        }
+    }
 }
 
 /// Runs `f` with SQLite's own API (rusqlite) on `conn`, inside whatever transaction is
@@ -643,11 +651,7 @@ impl EventLog for SqliteEventLog {
         self.core
             .query_events(
                 sql,
-                if limit <= BRIEF_PAGE {
-                    Blocking::Brief
-                } else {
-                    Blocking::Long
-                },
+                Blocking::for_rows(usize::try_from(limit).unwrap_or(usize::MAX)),
                 (to_i64(after_position), i64::from(limit)),
             )
             .await

@@ -418,17 +418,20 @@ async fn execute_all(
             }
             Ok(())
         }
-        Db::Sqlite(c) => with_rusqlite(c, Blocking::Long, |db| {
-            for (m, values) in work {
-                let rows = values.len() / m.width;
-                sqlite_execute(db, m, values)
-                    .map_err(rusqlite_error)
-                    .map_err(failed(m, rows))?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(ProjectionError::db(format!("{what}: take the connection")))?,
+        Db::Sqlite(c) => {
+            let rows = work.iter().map(|(m, values)| values.len() / m.width).sum();
+            with_rusqlite(c, Blocking::for_rows(rows), |db| {
+                for (m, values) in work {
+                    let rows = values.len() / m.width;
+                    sqlite_execute(db, m, values)
+                        .map_err(rusqlite_error)
+                        .map_err(failed(m, rows))?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(ProjectionError::db(format!("{what}: take the connection")))?
+        }
     }
 }
 
@@ -524,7 +527,8 @@ pub(crate) async fn stream_versions(
             }
         }
         Db::Sqlite(c) => {
-            let read = with_rusqlite(c, Blocking::Long, |db| -> rusqlite::Result<()> {
+            let blocking = Blocking::for_rows(stream_ids.len());
+            let read = with_rusqlite(c, blocking, |db| -> rusqlite::Result<()> {
                 for (sql, values) in queries {
                     let mut statement = db.prepare(&sql.text)?;
                     let mut page = statement.query(rusqlite::params_from_iter(values))?;
