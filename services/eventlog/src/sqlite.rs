@@ -43,7 +43,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use crate::append::{
@@ -71,24 +71,6 @@ macro_rules! event_columns {
 
 /// Events per page of [`EventLog::verify`].
 const VERIFY_PAGE: i64 = 2_000;
-
-/// Rows per INSERT statement (64 × 14 parameters, far below SQLite's limit); a batch
-/// needs at most 64 distinct statements, which stay in the connection's statement cache.
-const INSERT_CHUNK: usize = 64;
-
-/// `INSERT INTO events (…) VALUES (?, …), …` for `rows` rows, every column but the
-/// position. The parameters are anonymous on purpose: sqlx looks up every parameter's
-/// name when binding, and SQLite finds a numbered parameter's name by a linear search,
-/// which makes binding a wide statement with `?NNN` parameters quadratic.
-fn insert_sql(rows: usize) -> String {
-    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-    let values = vec![row; rows].join(", ");
-    format!(
-        "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, \
-         payload, tenant, correlation_id, causation_id, actor, trace_context, recorded_at, prev_hash, \
-         hash) VALUES {values}"
-    )
-}
 
 /// The event log on SQLite.
 pub struct SqliteEventLog {
@@ -381,6 +363,13 @@ fn decode_row(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, sqlx::Error> {
     })
 }
 
+/// A unique or primary-key constraint refused a row.
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    use rusqlite::ffi::{SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE};
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == SQLITE_CONSTRAINT_UNIQUE || f.extended_code == SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
 /// SQLITE_BUSY ("database is locked"), also as an extended code.
 fn is_busy(error: &sqlx::Error) -> bool {
     match error {
@@ -448,70 +437,67 @@ async fn migrate(pool: &SqlitePool, what: &str) -> Result<(), StorageError> {
 impl SqliteCore {
     /// The heads of `stream_ids` and which of `ids` already exist, in one statement
     /// (the lists travel as JSON arrays, so the statement is the same for every batch).
-    async fn read_heads_and_ids(
-        conn: &mut SqliteConnection,
+    fn read_heads_and_ids(
+        db: &rusqlite::Connection,
         stream_ids: &[String],
         ids: &[Uuid],
     ) -> Result<(HashMap<String, Head>, HashSet<Uuid>), sqlx::Error> {
         let json =
             |v: &[String]| serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(Box::new(e)));
-        let rows: Vec<append::HeadOrIdRow> = sqlx::query_as(
-            "SELECT s.value, e.stream_version, e.hash
-             FROM json_each(?1) AS s
-             JOIN events AS e ON e.stream_id = s.value
-                 AND e.stream_version = (SELECT max(stream_version) FROM events WHERE stream_id = s.value)
-             UNION ALL
-             SELECT event_id, NULL, NULL FROM events WHERE event_id IN (SELECT value FROM json_each(?2))",
-        )
-        .bind(json(stream_ids)?)
-        .bind(json(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>())?)
-        .fetch_all(&mut *conn)
-        .await?;
+        let params = (
+            json(stream_ids)?,
+            json(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>())?,
+        );
+        let mut statement = db
+            .prepare(
+                "SELECT s.value, e.stream_version, e.hash
+                 FROM json_each(?1) AS s
+                 JOIN events AS e ON e.stream_id = s.value
+                     AND e.stream_version = (SELECT max(stream_version) FROM events WHERE stream_id = s.value)
+                 UNION ALL
+                 SELECT event_id, NULL, NULL FROM events WHERE event_id IN (SELECT value FROM json_each(?2))",
+            )
+            .map_err(rusqlite_error)?;
+        let rows = statement
+            .query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<append::HeadOrIdRow>, _>>())
+            .map_err(rusqlite_error)?;
         append::heads_and_ids(rows)
     }
 
-    /// Inserts `rows` in multi-row statements of up to [`INSERT_CHUNK`] rows; returns
-    /// the positions in `rows` order. The positions are left to SQLite: `position` is the
+    /// Inserts `rows` with one prepared statement, stepped once per row; returns the
+    /// positions in `rows` order. The positions are left to SQLite: `position` is the
     /// rowid, and a row inserted without one gets the largest rowid in the table plus one
-    /// (the write lock is ours), so a statement's rows get consecutive positions ending
-    /// at its `last_insert_rowid`.
-    async fn insert(
-        conn: &mut SqliteConnection,
-        rows: &[PlannedRow],
-    ) -> Result<Vec<u64>, sqlx::Error> {
+    /// (the write lock is ours).
+    fn insert(db: &rusqlite::Connection, rows: &[PlannedRow]) -> rusqlite::Result<Vec<u64>> {
+        let mut statement = db.prepare(
+            "INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, \
+             payload, tenant, correlation_id, causation_id, actor, trace_context, recorded_at, \
+             prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?;
         let mut positions = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let sql = insert_sql(chunk.len());
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for r in chunk {
-                let e = &r.event;
-                query = query
-                    .bind(&r.stream_id)
-                    .bind(to_i64(r.stream_version))
-                    .bind(e.event_id.to_string())
-                    .bind(&e.event_type)
-                    .bind(i64::from(e.schema_version))
-                    .bind(&e.payload)
-                    .bind(&e.metadata.tenant)
-                    .bind(e.metadata.correlation_id.map(|u| u.to_string()))
-                    .bind(e.metadata.causation_id.map(|u| u.to_string()))
-                    .bind(&e.metadata.actor)
-                    .bind(e.metadata.trace_context.as_deref())
-                    .bind(r.recorded_at)
-                    .bind(&r.prev_hash[..])
-                    .bind(&r.hash[..]);
-            }
-            let last = to_u64(
-                query.execute(&mut *conn).await?.last_insert_rowid(),
-                "position",
-            )?;
-            let first = (last + 1).checked_sub(chunk.len() as u64).ok_or_else(|| {
-                sqlx::Error::protocol(format!(
-                    "insert ended at position {last}, before its {} rows",
-                    chunk.len()
-                ))
-            })?;
-            positions.extend(first..=last);
+        for r in rows {
+            let e = &r.event;
+            statement.execute(rusqlite::params![
+                r.stream_id,
+                to_i64(r.stream_version),
+                e.event_id.to_string(),
+                e.event_type,
+                i64::from(e.schema_version),
+                e.payload,
+                e.metadata.tenant,
+                e.metadata.correlation_id.map(|u| u.to_string()),
+                e.metadata.causation_id.map(|u| u.to_string()),
+                e.metadata.actor,
+                e.metadata.trace_context,
+                r.recorded_at,
+                &r.prev_hash[..],
+                &r.hash[..],
+            ])?;
+            let rowid = db.last_insert_rowid();
+            let position = u64::try_from(rowid)
+                .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, rowid))?;
+            positions.push(position);
         }
         Ok(positions)
     }
@@ -558,25 +544,32 @@ impl Backend for SqliteCore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(storage("begin"))?;
-        let (heads, existing) =
-            Self::read_heads_and_ids(&mut tx, &batch_stream_ids(batch), &batch_event_ids(batch))
-                .await
-                .map_err(storage("read stream heads and event ids"))?;
-        let plan = append::plan(batch, &heads, &existing, chrono::Utc::now());
+        let events = batch
+            .iter()
+            .flat_map(|r| r.iter())
+            .map(|sa| sa.events.len());
+        let planned = with_rusqlite(&mut tx, Blocking::for_rows(events.sum()), |db| {
+            let (heads, existing) =
+                Self::read_heads_and_ids(db, &batch_stream_ids(batch), &batch_event_ids(batch))
+                    .map_err(storage("read stream heads and event ids"))?;
+            let plan = append::plan(batch, &heads, &existing, chrono::Utc::now());
+            if plan.rows.is_empty() {
+                return Ok((plan, Vec::new()));
+            }
+            match Self::insert(db, &plan.rows) {
+                Ok(positions) => Ok((plan, positions)),
+                Err(e) if is_unique_violation(&e) => Err(TxFailure::Unique {
+                    heads,
+                    source: rusqlite_error(e),
+                }),
+                Err(e) => Err(storage("insert events")(rusqlite_error(e))),
+            }
+        });
+        let (plan, positions) = planned.await.map_err(storage("take the connection"))??;
         if plan.rows.is_empty() {
             tx.rollback().await.map_err(storage("roll back"))?;
             return Ok(plan.finish(&[]));
         }
-        let positions = match Self::insert(&mut tx, &plan.rows).await {
-            Ok(p) => p,
-            Err(e)
-                if e.as_database_error()
-                    .is_some_and(|d| d.is_unique_violation()) =>
-            {
-                return Err(TxFailure::Unique { heads, source: e });
-            }
-            Err(e) => return Err(storage("insert events")(e)),
-        };
         #[cfg(feature = "test-hooks")]
         if let Some(hook) = &self.before_commit {
             hook(crate::test_hooks::CommitInfo {
@@ -597,7 +590,10 @@ impl Backend for SqliteCore {
         batch: &[&[StreamAppend]],
     ) -> Result<(HashMap<String, Head>, HashSet<Uuid>), sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        Self::read_heads_and_ids(&mut conn, &batch_stream_ids(batch), &batch_event_ids(batch)).await
+        with_rusqlite(&mut conn, Blocking::Brief, |db| {
+            Self::read_heads_and_ids(db, &batch_stream_ids(batch), &batch_event_ids(batch))
+        })
+        .await?
     }
 }
 
@@ -738,6 +734,26 @@ impl EventLog for SqliteEventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unique_and_primary_key_refusals_are_unique_violations() {
+        let db = rusqlite::Connection::open_in_memory().expect("open");
+        db.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT UNIQUE, n INTEGER CHECK (n > 0));
+             INSERT INTO t VALUES (1, 'a', 1);",
+        )
+        .expect("schema");
+        let insert = |sql: &str| db.execute(sql, []).expect_err("refused");
+        assert!(is_unique_violation(&insert(
+            "INSERT INTO t VALUES (2, 'a', 1)"
+        )));
+        assert!(is_unique_violation(&insert(
+            "INSERT INTO t VALUES (1, 'b', 1)"
+        )));
+        assert!(!is_unique_violation(&insert(
+            "INSERT INTO t VALUES (3, 'c', 0)"
+        )));
+    }
 
     #[test]
     fn one_write_gate_per_file_however_its_path_is_spelled() {
