@@ -17,11 +17,12 @@
 //! process-wide registry keyed by the canonical path) and falls back to the poll interval
 //! for writers in other processes.
 //!
-//! # Reads in one hand-off
+//! # Reads and appends in one hand-off
 //!
 //! Events are read with SQLite's own API on one of sqlx's connections
 //! ([`with_rusqlite`]): a page of rows is read and decoded where the connection is, instead
-//! of crossing from sqlx's worker thread row by row. Appends still go through sqlx.
+//! of crossing from sqlx's worker thread row by row. An append's heads read and inserts
+//! run the same way, inside the transaction sqlx begins and commits.
 //!
 //! # One queue for the file's writers
 //!
