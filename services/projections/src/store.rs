@@ -442,7 +442,7 @@ fn checkpoint_from_row<R: RowExt>(row: &R) -> Result<Option<Checkpoint>, sqlx::E
 
 /// Locks the checkpoint rows of `models` (PostgreSQL: `FOR UPDATE`, one after the other
 /// in model order so concurrent writers never deadlock; SQLite: the transaction already
-/// holds the write lock, so one query reads them all) and returns them.
+/// holds the write lock, so one query reads every model's) and returns them.
 pub(crate) async fn lock_checkpoints(
     tx: &mut Tx,
     models: &[ReadModel],
@@ -474,17 +474,12 @@ pub(crate) async fn lock_checkpoints(
             }
         }
         Db::Sqlite(t) => {
-            let rows = sqlx::query(
-                "SELECT model, position, rebuilding FROM projection_checkpoints \
-                 WHERE model IN (SELECT value FROM json_each($1))",
-            )
-            .bind(
-                serde_json::to_string(&names)
-                    .map_err(|e| failed()(sqlx::Error::Encode(e.into())))?,
-            )
-            .fetch_all(&mut **t)
-            .await
-            .map_err(failed())?;
+            // One row per model: read them all at once.
+            let rows =
+                sqlx::query("SELECT model, position, rebuilding FROM projection_checkpoints")
+                    .fetch_all(&mut **t)
+                    .await
+                    .map_err(failed())?;
             for row in &rows {
                 found.extend(checkpoint_from_row(row).map_err(failed())?);
             }

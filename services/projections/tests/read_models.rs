@@ -643,7 +643,10 @@ async fn a_failed_write_leaves_nothing_of_its_batch() -> anyhow::Result<()> {
     let db = TestDb::sqlite().await?;
     write_scenario(&db.log).await?;
     let head = db.log.head_position().await?;
-    let file = db.dir().join("projections.db");
+    let file = db
+        .dir()
+        .expect("a SQLite test's directory")
+        .join("projections.db");
     let direct = sqlx::SqlitePool::connect(&format!("sqlite:{}", file.display())).await?;
     // Expiry rows are written after the inventory's, in the same transaction.
     sqlx::raw_sql(

@@ -101,11 +101,9 @@ impl TestDb {
         )
     }
 
-    /// The directory of a SQLite test's files.
-    pub fn dir(&self) -> &std::path::Path {
-        self._dir
-            .as_ref()
-            .map_or(std::path::Path::new("."), |d| d.path())
+    /// The directory of a SQLite test's files (none on PostgreSQL).
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self._dir.as_ref().map(|d| d.path())
     }
 
     /// A second, empty set of read models next to the first (same backend).
