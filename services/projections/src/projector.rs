@@ -12,7 +12,8 @@
 //!    a read-model transaction.
 //! 2. In one transaction per delivered batch (live) or per page of the log (catch-up,
 //!    rebuild): the checkpoint rows are locked; the stream versions the read models
-//!    already reflect are read (`projection_streams`, one statement for every model);
+//!    already reflect are read (`projection_stream_versions`, one row per stream for
+//!    every model);
 //!    where a view is newer, the model's rows for that stream are rewritten from the view
 //!    and the version recorded — gathered per table and written with multi-row statements
 //!    ([`crate::rows::Writes`]); the models' checkpoints move to the batch's highest
@@ -50,8 +51,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ProjectionError;
 use crate::model::{ReadModel, StreamKind, stream_kind};
-use crate::rows::{Writes, clear_model, set_checkpoint, stream_versions};
-use crate::store::{Checkpoint, ProjectionStore, lock_checkpoints, on, tx_commit};
+use crate::rows::{Writes, clear_model, clear_stream_versions, set_checkpoint, stream_versions};
+use crate::store::{Checkpoint, ProjectionStore, lock_checkpoints, tx_commit};
 use crate::view::{Decoded, RowPolicy, StreamView, decode};
 
 /// How the projector works.
@@ -295,6 +296,7 @@ impl Projector {
             clear_model(&mut tx, *model, &what).await?;
             set_checkpoint(&mut tx, *model, 0, true, &what).await?;
         }
+        clear_stream_versions(&mut tx, models, &what).await?;
         tx_commit(tx, &what).await
     }
 
@@ -444,21 +446,11 @@ impl Projector {
         if models.is_empty() {
             return Ok(false);
         }
-        for model in models {
-            let version = on!(&mut conn, c => {
-                let row = sqlx::query("SELECT version FROM projection_streams WHERE model = $1 AND stream_id = $2")
-                    .bind(model.name())
-                    .bind(&event.stream_id)
-                    .fetch_optional(&mut *c)
-                    .await;
-                row.and_then(|r| r.map(|r| crate::store::RowExt::int(&r, "version")).transpose())
-            })
-            .map_err(ProjectionError::db(what.clone()))?;
-            if version.is_none_or(|v| crate::store::to_u64(v) < event.stream_version) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        let reflected = stream_versions(conn.connection(), &[&event.stream_id], &what).await?;
+        let reflected = reflected.get(&event.stream_id).copied().unwrap_or_default();
+        Ok(models
+            .iter()
+            .all(|m| reflected[m.index()] >= event.stream_version))
     }
 
     /// The cached view of a stream, taken out of the cache for folding, when it is not
@@ -692,23 +684,27 @@ impl Sink {
             .filter(|t| checkpoints.iter().any(|cp| due(cp, t)))
             .map(|t| t.stream_id.as_str())
             .collect();
-        let locked: Vec<ReadModel> = checkpoints.iter().map(|cp| cp.model).collect();
-        let reflected = stream_versions(&mut tx, &locked, &ids, what).await?;
+        let reflected = stream_versions(tx.connection(), &ids, what).await?;
         let mut writes = Writes::default();
         let mut inventory_written: Vec<&Touched> = Vec::new();
-        for cp in &checkpoints {
-            for t in touched.iter().filter(|t| due(cp, t)) {
-                let was = reflected
-                    .get(t.stream_id.as_str())
-                    .map_or(0, |v| v[cp.model.index()]);
-                if t.view.version() <= was {
+        for t in touched {
+            let was = reflected
+                .get(t.stream_id.as_str())
+                .copied()
+                .unwrap_or_default();
+            let mut now = [None; 4];
+            for cp in checkpoints.iter().filter(|cp| due(cp, t)) {
+                let i = cp.model.index();
+                if t.view.version() <= was[i] {
                     continue;
                 }
-                writes.add(cp.model, &t.stream_id, &t.view, was, &self.policy);
+                writes.add(cp.model, &t.view, was[i], &self.policy);
+                now[i] = Some(t.view.version());
                 if cp.model == ReadModel::Inventory {
                     inventory_written.push(t);
                 }
             }
+            writes.versions(&t.stream_id, now);
         }
         let streams = writes.streams();
         for cp in &checkpoints {

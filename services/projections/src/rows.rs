@@ -15,7 +15,7 @@ use crate::model::{
     CrlPublicationRow, DeploymentRow, ExpiryRow, InventoryRow, ReadModel, RevocationRow, TargetRow,
     from_micros, micros,
 };
-use crate::store::{Db, RowExt, Tx, on, to_i64, to_u64};
+use crate::store::{Connection, Db, RowExt, Tx, on, to_i64, to_u64};
 use crate::view::{RowPolicy, StreamView};
 
 pub(crate) const INVENTORY_COLUMNS: &str = "certificate_id, tenant, status, domains, issuer, key_algorithm, validation_method, auto_renew, \
@@ -192,29 +192,37 @@ static TABLES: [(Many, Many); 5] = [
     ),
 ];
 
+/// The columns of `projection_stream_versions` after `stream_id`, one per read model in
+/// the order of [`ReadModel::ALL`] (NULL: the model reflects none of the stream's events).
 const _: () = assert!(
     ReadModel::ALL.len() == 4,
-    "STREAM_VERSIONS names four models"
+    "projection_stream_versions has four model columns"
 );
 
-/// Any of the models' (`$1`…`$4`, repeated when fewer) versions of the listed streams.
+/// The versions every model reflects of the listed streams.
 const STREAM_VERSIONS: Many = Many {
     name: "read stream versions",
-    head: "SELECT model, stream_id, version FROM projection_streams \
-     WHERE model IN ($1, $2, $3, $4) AND stream_id IN (",
-    fixed: 4,
+    head: "SELECT stream_id, inventory, expiry_calendar, deployments, revocations \
+     FROM projection_stream_versions WHERE stream_id IN (",
+    fixed: 0,
     row: "$1",
     width: 1,
     tail: ")",
 };
 
+/// A stream's versions: NULL leaves a model's version as it is.
 const SET_STREAM_VERSIONS: Many = Many {
     name: "save stream versions",
-    head: "INSERT INTO projection_streams (model, stream_id, version) VALUES ",
+    head: "INSERT INTO projection_stream_versions \
+     (stream_id, inventory, expiry_calendar, deployments, revocations) VALUES ",
     fixed: 0,
-    row: "($1, $2, $3)",
-    width: 3,
-    tail: " ON CONFLICT (model, stream_id) DO UPDATE SET version = excluded.version",
+    row: "($1, $2, $3, $4, $5)",
+    width: 5,
+    tail: " ON CONFLICT (stream_id) DO UPDATE SET \
+     inventory = COALESCE(excluded.inventory, projection_stream_versions.inventory), \
+     expiry_calendar = COALESCE(excluded.expiry_calendar, projection_stream_versions.expiry_calendar), \
+     deployments = COALESCE(excluded.deployments, projection_stream_versions.deployments), \
+     revocations = COALESCE(excluded.revocations, projection_stream_versions.revocations)",
 };
 
 /// Checkpoint rows exist from the migration on: this upsert only ever updates.
@@ -469,32 +477,23 @@ impl rusqlite::ToSql for Value {
     }
 }
 
-/// The stream versions the read models reflect, for every stream in `stream_ids` one of
-/// them has seen, by [`ReadModel::index`] (absent or 0: none).
+/// The stream versions the read models reflect, by [`ReadModel::index`] (0: none), for
+/// every stream in `stream_ids` one of them has seen.
 pub(crate) async fn stream_versions(
-    tx: &mut Tx,
-    models: &[ReadModel],
+    connection: Connection<'_>,
     stream_ids: &[&str],
     what: &str,
 ) -> Result<HashMap<String, [u64; 4]>, ProjectionError> {
-    let mut versions: HashMap<String, [u64; 4]> = HashMap::with_capacity(stream_ids.len());
-    let Some(&first) = models.first() else {
-        return Ok(versions);
-    };
-    let names: Vec<Value> = (0..STREAM_VERSIONS.fixed)
-        .map(|i| Value::Name(models.get(i).copied().unwrap_or(first).name()))
-        .collect();
-    let sqlite = matches!(tx, Db::Sqlite(_));
+    let sqlite = matches!(connection, Db::Sqlite(_));
     let mut ids = stream_ids.iter();
     let queries: Vec<(Sql, Vec<Value>)> = chunk_sizes(stream_ids.len(), max_rows(&STREAM_VERSIONS))
         .map(|n| {
             let sql = cached_sql(&STREAM_VERSIONS, n, sqlite);
-            let values = names
-                .iter()
-                .cloned()
-                .chain(ids.by_ref().take(n).map(|id| Value::Text((*id).to_owned())))
+            let values = ids
+                .by_ref()
+                .take(n)
+                .map(|id| Value::Text((*id).to_owned()))
                 .collect();
-            let values = arrange(&sql, values);
             (sql, values)
         })
         .collect();
@@ -504,26 +503,28 @@ pub(crate) async fn stream_versions(
             stream_ids.len()
         ))
     };
-    // (model, stream id, version)
-    let mut rows: Vec<(String, String, u64)> = Vec::with_capacity(stream_ids.len());
-    match tx {
+    let versions = |v: [Option<i64>; 4]| v.map(|v| v.map_or(0, to_u64));
+    let mut found: HashMap<String, [u64; 4]> = HashMap::with_capacity(stream_ids.len());
+    match connection {
         Db::Pg(c) => {
             for (sql, values) in queries {
                 let page = bind_values!(sqlx::query(AssertSqlSafe(sql.text)), values)
-                    .fetch_all(&mut **c)
+                    .fetch_all(&mut *c)
                     .await;
                 let page = page.and_then(|page| {
                     page.iter()
                         .map(|r| {
-                            Ok((
-                                r.text("model")?,
-                                r.text("stream_id")?,
-                                to_u64(r.int("version")?),
-                            ))
+                            let v = [
+                                r.opt_int("inventory")?,
+                                r.opt_int("expiry_calendar")?,
+                                r.opt_int("deployments")?,
+                                r.opt_int("revocations")?,
+                            ];
+                            Ok((r.text("stream_id")?, versions(v)))
                         })
                         .collect::<Result<Vec<_>, sqlx::Error>>()
                 });
-                rows.extend(page.map_err(failed())?);
+                found.extend(page.map_err(failed())?);
             }
         }
         Db::Sqlite(c) => {
@@ -533,7 +534,8 @@ pub(crate) async fn stream_versions(
                     let mut statement = db.prepare(&sql.text)?;
                     let mut page = statement.query(rusqlite::params_from_iter(values))?;
                     while let Some(r) = page.next()? {
-                        rows.push((r.get(0)?, r.get(1)?, to_u64(r.get(2)?)));
+                        let v = [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?];
+                        found.insert(r.get(0)?, versions(v));
                     }
                 }
                 Ok(())
@@ -543,12 +545,7 @@ pub(crate) async fn stream_versions(
                 .map_err(failed())?;
         }
     }
-    for (model, stream_id, version) in rows {
-        if let Some(model) = ReadModel::parse(&model) {
-            versions.entry(stream_id).or_default()[model.index()] = version;
-        }
-    }
-    Ok(versions)
+    Ok(found)
 }
 
 fn json_list(items: &[String]) -> String {
@@ -577,24 +574,19 @@ struct TableWrites {
 pub(crate) struct Writes {
     tables: [TableWrites; TABLES.len()],
     crl_publications: Vec<CrlPublicationRow>,
-    /// (model, stream id, version) of each stream written.
+    /// (stream id, a version per model or NULL) of each stream written.
     versions: Vec<Value>,
+    /// Streams written, counted once per model.
+    written: u64,
     /// (model, position, rebuilding, updated at) of each checkpoint moved.
     checkpoints: Vec<Value>,
 }
 
 impl Writes {
     /// Rows of `model` for one stream from its view, which is newer than the `reflected`
-    /// version, and the view's version as the one the model now reflects. At version 0
-    /// the model has no rows of the stream, so there is nothing to delete.
-    pub fn add(
-        &mut self,
-        model: ReadModel,
-        stream_id: &str,
-        view: &StreamView,
-        reflected: u64,
-        policy: &RowPolicy,
-    ) {
+    /// version. At version 0 the model has no rows of the stream, so there is nothing to
+    /// delete. [`Writes::versions`] then records the view's version.
+    pub fn add(&mut self, model: ReadModel, view: &StreamView, reflected: u64, policy: &RowPolicy) {
         match (model, view) {
             (ReadModel::Inventory, StreamView::Certificate(v)) => match v.inventory_row() {
                 Some(r) => self.row(Table::Inventory, inventory_values(r)),
@@ -630,11 +622,19 @@ impl Writes {
             // Streams a model does not read: no rows.
             _ => {}
         }
-        self.versions.extend([
-            Value::Name(model.name()),
-            Value::Text(stream_id.to_owned()),
-            Value::Int(to_i64(view.version())),
-        ]);
+    }
+
+    /// The versions of one stream the models it was added to now reflect, by
+    /// [`ReadModel::index`] (`None`: not added, unchanged).
+    pub fn versions(&mut self, stream_id: &str, versions: [Option<u64>; 4]) {
+        let written = versions.iter().flatten().count() as u64;
+        if written == 0 {
+            return;
+        }
+        self.written += written;
+        self.versions.push(Value::Text(stream_id.to_owned()));
+        self.versions
+            .extend(versions.map(|v| Value::OptInt(v.map(to_i64))));
     }
 
     fn row<const N: usize>(&mut self, table: Table, values: [Value; N]) {
@@ -652,7 +652,7 @@ impl Writes {
 
     /// Streams written (one per model and stream).
     pub fn streams(&self) -> u64 {
-        (self.versions.len() / SET_STREAM_VERSIONS.width) as u64
+        self.written
     }
 
     /// Moves `model`'s checkpoint to `position` with the rows.
@@ -808,7 +808,7 @@ async fn insert_crl_publication(tx: &mut Tx, p: &CrlPublicationRow) -> Result<()
     .map(|_| ())
 }
 
-/// Empties a read model's tables and its stream versions (for a rebuild).
+/// Empties a read model's tables (for a rebuild, with [`clear_stream_versions`]).
 pub(crate) async fn clear_model(
     tx: &mut Tx,
     model: ReadModel,
@@ -826,14 +826,38 @@ pub(crate) async fn clear_model(
         on!(tx, c => sqlx::query(sql).execute(&mut *c).await.map(|r| r.rows_affected()))
             .map_err(ProjectionError::db(format!("{what}: clear {table}")))?;
     }
-    on!(tx, c => sqlx::query("DELETE FROM projection_streams WHERE model = $1")
-        .bind(model.name())
-        .execute(&mut *c)
-        .await.map(|r| r.rows_affected()))
-    .map_err(ProjectionError::db(format!(
-        "{what}: clear stream versions of {}",
-        model.name()
-    )))?;
+    Ok(())
+}
+
+/// Forgets the stream versions `models` reflect (for a rebuild, with [`clear_model`]).
+pub(crate) async fn clear_stream_versions(
+    tx: &mut Tx,
+    models: &[ReadModel],
+    what: &str,
+) -> Result<(), ProjectionError> {
+    let mut statements: Vec<&'static str> = Vec::new();
+    if ReadModel::ALL.iter().all(|m| models.contains(m)) {
+        statements.push("DELETE FROM projection_stream_versions");
+    } else {
+        statements.extend(models.iter().map(|m| match m {
+            ReadModel::Inventory => "UPDATE projection_stream_versions SET inventory = NULL",
+            ReadModel::ExpiryCalendar => {
+                "UPDATE projection_stream_versions SET expiry_calendar = NULL"
+            }
+            ReadModel::Deployments => "UPDATE projection_stream_versions SET deployments = NULL",
+            ReadModel::Revocations => "UPDATE projection_stream_versions SET revocations = NULL",
+        }));
+        // Rows no model reflects any more.
+        statements.push(
+            "DELETE FROM projection_stream_versions WHERE inventory IS NULL \
+             AND expiry_calendar IS NULL AND deployments IS NULL AND revocations IS NULL",
+        );
+    }
+    for sql in statements {
+        on!(tx, c => sqlx::query(sql).execute(&mut *c).await.map(|r| r.rows_affected())).map_err(
+            ProjectionError::db(format!("{what}: clear stream versions")),
+        )?;
+    }
     Ok(())
 }
 

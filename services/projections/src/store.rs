@@ -25,6 +25,21 @@ pub(crate) enum Db<P, S> {
 pub(crate) type Pool = Db<PgPool, SqlitePool>;
 pub(crate) type Tx = Db<Transaction<'static, Postgres>, Transaction<'static, Sqlite>>;
 pub(crate) type Conn = Db<PoolConnection<Postgres>, PoolConnection<Sqlite>>;
+/// The connection of a [`Tx`] or [`Conn`], borrowed.
+pub(crate) type Connection<'c> = Db<&'c mut sqlx::PgConnection, &'c mut sqlx::SqliteConnection>;
+
+impl<P, S> Db<P, S>
+where
+    P: std::ops::DerefMut<Target = sqlx::PgConnection>,
+    S: std::ops::DerefMut<Target = sqlx::SqliteConnection>,
+{
+    pub(crate) fn connection(&mut self) -> Connection<'_> {
+        match self {
+            Db::Pg(c) => Db::Pg(&mut **c),
+            Db::Sqlite(c) => Db::Sqlite(&mut **c),
+        }
+    }
+}
 
 /// Runs `$body` with `$c` bound to the backend's connection (`&mut PgConnection` or
 /// `&mut SqliteConnection`) of a `&mut Tx` or `&mut Conn`. The body is compiled once per
@@ -97,6 +112,12 @@ const MIGRATIONS: &[Migration] = &[
         description: "revocations: CRL publications and the revocation's issuer and position",
         postgres: include_str!("../migrations/postgres/0002_crl_publications.sql"),
         sqlite: include_str!("../migrations/sqlite/0002_crl_publications.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "stream versions: one row per stream for all read models",
+        postgres: include_str!("../migrations/postgres/0003_stream_versions.sql"),
+        sqlite: include_str!("../migrations/sqlite/0003_stream_versions.sql"),
     },
 ];
 
@@ -520,4 +541,54 @@ pub(crate) fn to_u64(v: i64) -> u64 {
 
 pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rows::stream_versions;
+
+    /// A database of migration 2 keeps the versions its models reflect, merged into one
+    /// row per stream by migration 3.
+    #[tokio::test]
+    async fn stream_versions_survive_the_migration_to_one_row_per_stream() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite:{}", dir.path().join("rm.db").display());
+        let old =
+            SqlitePool::connect_with(SqliteConnectOptions::from_str(&url)?.create_if_missing(true))
+                .await?;
+        let mut setup = String::from(
+            "CREATE TABLE projections_migrations (version BIGINT PRIMARY KEY, \
+             description TEXT NOT NULL, applied_at BIGINT NOT NULL);",
+        );
+        for m in &MIGRATIONS[..2] {
+            setup.push_str(m.sqlite);
+            setup.push_str(&format!(
+                "; INSERT INTO projections_migrations VALUES ({}, 'old', 0);",
+                m.version
+            ));
+        }
+        setup.push_str(
+            "INSERT INTO projection_streams (model, stream_id, version) VALUES \
+             ('inventory', 'certificate-a', 7), ('revocations', 'certificate-a', 5), \
+             ('deployments', 'target-t', 2);",
+        );
+        sqlx::raw_sql(AssertSqlSafe(setup)).execute(&old).await?;
+        old.close().await;
+
+        let store = ProjectionStore::connect(&url).await?;
+        let mut conn = store.conn("test").await?;
+        let found = stream_versions(
+            conn.connection(),
+            &["certificate-a", "target-t", "certificate-b"],
+            "test",
+        )
+        .await?;
+        assert_eq!(found.get("certificate-a"), Some(&[7, 0, 0, 5]));
+        assert_eq!(found.get("target-t"), Some(&[0, 0, 2, 0]));
+        assert_eq!(found.get("certificate-b"), None);
+        drop(conn);
+        store.close().await;
+        Ok(())
+    }
 }
