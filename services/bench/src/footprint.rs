@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use crate::issuance::{Completion, drive, sizes};
+use crate::issuance::{Completion, KeyMode, applications, drive, sizes};
 use crate::progress::step;
 use crate::report::Figure;
 use crate::stack::Storage;
@@ -116,7 +116,7 @@ async fn measure(backend: Backend, settings: &Settings) -> anyhow::Result<Sample
     let (n, concurrency) = sizes(settings);
     let load = drive(
         &url,
-        n,
+        applications(n, KeyMode::Generated)?,
         concurrency,
         Completion::Polled,
         "issued (certd child)",

@@ -29,7 +29,7 @@ use certledger_runtime::repository::{certificate_stream, decode_event};
 use tokio_util::sync::CancellationToken;
 
 use crate::append::BenchLog;
-use crate::issuance::{Completion, drive};
+use crate::issuance::{Completion, KeyMode, applications, drive};
 use crate::progress::{Counter, step};
 use crate::report::{Figure, percentile_ms};
 use crate::stack::{Platform, Storage};
@@ -51,7 +51,15 @@ impl Template {
         step("recording a template certificate (order and issue one for real)");
         let storage = Storage::new(Backend::Sqlite).await?;
         let platform = Platform::start(&storage).await?;
-        drive(&platform.order_url, 1, 1, Completion::Polled, "template").await?;
+        let application = applications(1, KeyMode::Generated)?;
+        drive(
+            &platform.order_url,
+            application,
+            1,
+            Completion::Polled,
+            "template",
+        )
+        .await?;
         let mut events = Vec::new();
         let mut after = 0;
         loop {

@@ -256,6 +256,10 @@ fn main() -> std::process::ExitCode {
     if args.first().map(String::as_str) == Some(footprint::CHILD_ARG) {
         return footprint::child_main(args[1..].to_vec());
     }
+    // The services' own logs, when asked for (`RUST_LOG=warn`, say).
+    if std::env::var_os("RUST_LOG").is_some() {
+        certledger_runtime::telemetry::init();
+    }
     let settings = match parse(args) {
         Ok(Some(settings)) => settings,
         Ok(None) => return std::process::ExitCode::SUCCESS,
