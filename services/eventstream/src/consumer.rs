@@ -286,15 +286,10 @@ async fn consume(
                 process(message).await;
                 continue;
             }
-            // The messages already here, up to a batch, handled together.
-            let mut batch = vec![message];
-            while batch.len() < settings.batch.max(1) {
-                match messages.next().now_or_never() {
-                    Some(Some(Ok(message))) => batch.push(message),
-                    Some(Some(Err(error))) => return Err(err("receiving")(error.into())),
-                    Some(None) | None => break,
-                }
-            }
+            // The messages already here, up to a batch, handled together; a receiving
+            // error after them ends the stream only once they are handled (dropped, they
+            // would wait out the ack wait before their redelivery).
+            let (batch, failed) = gather(message, &mut messages, settings.batch);
             let events: Result<Vec<RecordedEvent>, _> = batch
                 .iter()
                 .map(|m| envelope::from_message(m.headers.as_ref(), &m.payload))
@@ -311,6 +306,9 @@ async fn consume(
                 } else {
                     process(message).await;
                 }
+            }
+            if let Some(error) = failed {
+                return Err(err("receiving")(error.into()));
             }
         }
         return Ok(());
@@ -350,6 +348,24 @@ async fn consume(
     };
     let (result, _) = tokio::join!(dispatch, workers);
     result
+}
+
+/// `first` and the items `messages` has ready after it, up to `max` in all, and the error
+/// that stopped the gathering, if one did.
+fn gather<M, E>(
+    first: M,
+    messages: &mut (impl futures::Stream<Item = Result<M, E>> + Unpin),
+    max: usize,
+) -> (Vec<M>, Option<E>) {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match messages.next().now_or_never() {
+            Some(Some(Ok(message))) => batch.push(message),
+            Some(Some(Err(error))) => return (batch, Some(error)),
+            Some(None) | None => break,
+        }
+    }
+    (batch, None)
 }
 
 /// The next message, or `None` at shutdown.
@@ -722,5 +738,27 @@ async fn wait_or_shutdown(
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
         _ = shutdown.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gather;
+
+    #[test]
+    fn gathering_keeps_what_came_before_an_error() {
+        let mut ready = futures::stream::iter([Ok(2), Ok(3), Err("lost"), Ok(4)]);
+        assert_eq!(gather(1, &mut ready, 64), (vec![1, 2, 3], Some("lost")));
+        // The stream goes on after the error.
+        assert_eq!(gather(5, &mut ready, 64), (vec![5, 4], None));
+    }
+
+    #[test]
+    fn gathering_stops_at_the_batch_size_and_at_what_is_ready() {
+        let mut ready = futures::stream::iter([Ok::<_, ()>(2), Ok(3), Ok(4)]);
+        assert_eq!(gather(1, &mut ready, 2), (vec![1, 2], None));
+        assert_eq!(gather(1, &mut ready, 64), (vec![1, 3, 4], None));
+        let mut pending = futures::stream::pending::<Result<u8, ()>>();
+        assert_eq!(gather(1, &mut pending, 64), (vec![1], None));
     }
 }
