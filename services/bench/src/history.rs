@@ -51,10 +51,9 @@ impl Template {
         step("recording a template certificate (order and issue one for real)");
         let storage = Storage::new(Backend::Sqlite).await?;
         let platform = Platform::start(&storage).await?;
-        let application = applications(1, KeyMode::Generated)?;
         drive(
             &platform.order_url,
-            application,
+            applications(1, KeyMode::Generated)?,
             1,
             Completion::Polled,
             "template",

@@ -437,8 +437,6 @@ impl Projector {
     /// version (a duplicate delivery): then nothing is folded or written.
     async fn already_reflected(&self, event: &RecordedEvent) -> Result<bool, ProjectionError> {
         let (kind, _) = stream_kind(&event.stream_id);
-        let what = format!("check position {}", event.position);
-        let mut conn = self.store.conn(&what).await?;
         let models: Vec<ReadModel> = ReadModel::ALL
             .into_iter()
             .filter(|m| m.reads(kind))
@@ -446,6 +444,8 @@ impl Projector {
         if models.is_empty() {
             return Ok(false);
         }
+        let what = format!("check position {}", event.position);
+        let mut conn = self.store.conn(&what).await?;
         let reflected = stream_versions(conn.connection(), &[&event.stream_id], &what).await?;
         let reflected = reflected.get(&event.stream_id).copied().unwrap_or_default();
         Ok(models
