@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, oneshot};
 use tonic::transport::Channel;
 
 use crate::progress::{Counter, step};
-use crate::report::{Figure, percentile_ms};
+use crate::report::{Figure, percentile_ms, process_cpu};
 use crate::stack::{Platform, Storage};
 use crate::{Backend, Settings};
 
@@ -342,6 +342,7 @@ async fn run_one(
     let platform = Platform::start(&storage).await?;
     let watcher = Watcher::spawn(&platform.projector);
     let before = platform.counts.snapshot();
+    let cpu_before = process_cpu();
     let load = drive(
         &platform.order_url,
         applications,
@@ -351,13 +352,17 @@ async fn run_one(
     )
     .await?;
     let counted = platform.counts.snapshot().since(&before);
+    let cpu = process_cpu().zip(cpu_before).map(|(after, before)| {
+        after.saturating_sub(before).as_secs_f64() * 1000.0 / n.max(1) as f64
+    });
     platform.stop().await;
     drop(storage);
     let p50 = percentile_ms(&load.latencies, 50.0);
     let p99 = percentile_ms(&load.latencies, 99.0);
     step(format!(
-        "  {mode:?}: {:.0} certificates/s, p50 {p50:.1} ms, p99 {p99:.1} ms (missed changes read back: {})",
+        "  {mode:?}: {:.0} certificates/s, p50 {p50:.1} ms, p99 {p99:.1} ms, CPU {} ms per certificate (missed changes read back: {})",
         load.rate(),
+        cpu.map_or("?".into(), |ms| format!("{ms:.2}")),
         watcher.lagged.load(Ordering::Relaxed)
     ));
     let per = |count: u64| count as f64 / n.max(1) as f64;
@@ -399,6 +404,19 @@ async fn run_one(
             .note(note.clone())
             .sample(p99),
     );
+    if let Some(ms) = cpu {
+        figures.push(
+            Figure::new(SCENARIO, format!("{name} CPU per certificate"), "ms")
+                .note(format!(
+                    "{note}; CPU time (user and system) of the bench process while the run lasted: services, projector and clients{}, divided by the certificates",
+                    match backend {
+                        Backend::Sqlite => "",
+                        Backend::Postgres => ", not PostgreSQL's or NATS's",
+                    }
+                ))
+                .sample(ms),
+        );
+    }
     let counted_note = format!(
         "{note}; calls through the event log's API by every service of the run (a counting wrapper), divided by the certificates"
     );

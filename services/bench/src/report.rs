@@ -196,6 +196,25 @@ pub fn proc_kb(text: &str, key: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// CPU time (user and system) this process has used so far, from `/proc/self/stat`, in
+/// the kernel's clock ticks of 10 ms.
+pub fn process_cpu() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (in parentheses, which may hold spaces):
+    // state is field 3, utime 14 and stime 15.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let ticks = |f: Option<&str>| f.and_then(|v| v.parse::<u64>().ok());
+    let (user, system) = (ticks(fields.next())?, ticks(fields.next())?);
+    Some(std::time::Duration::from_millis((user + system) * 10))
+}
+
+#[test]
+fn this_process_has_used_cpu() {
+    let spin = std::time::Instant::now();
+    while spin.elapsed() < std::time::Duration::from_millis(30) {}
+    assert!(process_cpu().is_some_and(|cpu| cpu > std::time::Duration::ZERO));
+}
+
 /// What machine the numbers come from.
 pub fn machine() -> Value {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
