@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::config::DbConfig;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -293,6 +294,11 @@ pub async fn with_rusqlite<T>(
         // dropped, after `db`; a `Connection` made by `from_handle` does not own the
         // database handle and never closes it.
         let db = unsafe { rusqlite::Connection::from_handle(raw) }.map_err(rusqlite_error)?;
+        // Statements prepared here live for one call. Without the query planner's
+        // stability guarantee, SQLite prepares a statement whose plan may depend on a bound
+        // value (`LIMIT ?`, for one) a second time at its first step; with it, once.
+        db.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(rusqlite_error)?;
         Ok(f(&db))
     };
     let multi_threaded = tokio::runtime::Handle::try_current()

@@ -249,14 +249,19 @@ fn max_rows(m: &Many) -> usize {
     1 << n.ilog2()
 }
 
-/// How `total` rows are split into statements: as many full ones as fit, then powers of
-/// two, so that few distinct statements are ever prepared (and cached by the connection).
-fn chunk_sizes(total: usize, max: usize) -> impl Iterator<Item = usize> {
+/// How `total` rows are split into statements: as many full ones (`max` rows) as fit, then
+/// the rest. PostgreSQL gets the rest in powers of two, so that few distinct statements
+/// are ever prepared (and kept by sqlx's statement cache). SQLite gets it one row per
+/// statement: its statements are prepared on every batch (through SQLite's own API,
+/// which keeps no cache across batches), preparing costs in proportion to a statement's
+/// length, and a one-row statement is prepared once and stepped once per row.
+fn chunk_sizes(total: usize, max: usize, sqlite: bool) -> impl Iterator<Item = usize> {
     let mut left = total;
     std::iter::from_fn(move || {
         let n = match left {
             0 => return None,
             l if l >= max => max,
+            _ if sqlite => 1,
             l => 1 << l.ilog2(),
         };
         left -= n;
@@ -415,7 +420,7 @@ async fn execute_all(
             for (m, values) in work {
                 let rows = values.len() / m.width;
                 let mut values = values.into_iter();
-                for n in chunk_sizes(rows, max_rows(m)) {
+                for n in chunk_sizes(rows, max_rows(m), false) {
                     let sql = cached_sql(m, n, false);
                     let chunk = values.by_ref().take(n * m.width);
                     bind_values!(sqlx::query(AssertSqlSafe(sql.text)), chunk)
@@ -449,7 +454,7 @@ fn sqlite_execute(db: &rusqlite::Connection, m: &Many, values: Vec<Value>) -> ru
     let mut values = values.into_iter();
     // Chunks of one size follow each other: each size is prepared once.
     let mut prepared: Option<(usize, Sql, rusqlite::Statement<'_>)> = None;
-    for n in chunk_sizes(rows, max_rows(m)) {
+    for n in chunk_sizes(rows, max_rows(m), true) {
         let (_, sql, statement) = match prepared {
             Some(ref mut p) if p.0 == n => p,
             _ => {
@@ -486,17 +491,18 @@ pub(crate) async fn stream_versions(
 ) -> Result<HashMap<String, [u64; 4]>, ProjectionError> {
     let sqlite = matches!(connection, Db::Sqlite(_));
     let mut ids = stream_ids.iter();
-    let queries: Vec<(Sql, Vec<Value>)> = chunk_sizes(stream_ids.len(), max_rows(&STREAM_VERSIONS))
-        .map(|n| {
-            let sql = cached_sql(&STREAM_VERSIONS, n, sqlite);
-            let values = ids
-                .by_ref()
-                .take(n)
-                .map(|id| Value::Text((*id).to_owned()))
-                .collect();
-            (sql, values)
-        })
-        .collect();
+    let queries: Vec<(Sql, Vec<Value>)> =
+        chunk_sizes(stream_ids.len(), max_rows(&STREAM_VERSIONS), sqlite)
+            .map(|n| {
+                let sql = cached_sql(&STREAM_VERSIONS, n, sqlite);
+                let values = ids
+                    .by_ref()
+                    .take(n)
+                    .map(|id| Value::Text((*id).to_owned()))
+                    .collect();
+                (sql, values)
+            })
+            .collect();
     let failed = || {
         ProjectionError::db(format!(
             "{what}: read versions of {} streams",
@@ -530,8 +536,17 @@ pub(crate) async fn stream_versions(
         Db::Sqlite(c) => {
             let blocking = Blocking::for_rows(stream_ids.len());
             let read = with_rusqlite(c, blocking, |db| -> rusqlite::Result<()> {
+                // Queries of one size follow each other: each size is prepared once.
+                let mut prepared: Option<(Arc<str>, rusqlite::Statement<'_>)> = None;
                 for (sql, values) in queries {
-                    let mut statement = db.prepare(&sql.text)?;
+                    let statement = match prepared {
+                        Some((ref text, ref mut statement)) if *text == sql.text => statement,
+                        _ => {
+                            &mut prepared
+                                .insert((sql.text.clone(), db.prepare(&sql.text)?))
+                                .1
+                        }
+                    };
                     let mut page = statement.query(rusqlite::params_from_iter(values))?;
                     while let Some(r) = page.next()? {
                         let v = [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?];
