@@ -452,21 +452,28 @@ async fn execute_all(
 fn sqlite_execute(db: &rusqlite::Connection, m: &Many, values: Vec<Value>) -> rusqlite::Result<()> {
     let rows = values.len() / m.width;
     let mut values = values.into_iter();
-    // Chunks of one size follow each other: each size is prepared once.
-    let mut prepared: Option<(usize, Sql, rusqlite::Statement<'_>)> = None;
+    let mut prepared = None;
     for n in chunk_sizes(rows, max_rows(m), true) {
-        let (_, sql, statement) = match prepared {
-            Some(ref mut p) if p.0 == n => p,
-            _ => {
-                let sql = cached_sql(m, n, true);
-                let statement = db.prepare(&sql.text)?;
-                prepared.insert((n, sql, statement))
-            }
-        };
-        let chunk = arrange(sql, values.by_ref().take(n * m.width).collect());
-        statement.execute(rusqlite::params_from_iter(chunk))?;
+        let sql = cached_sql(m, n, true);
+        let chunk = arrange(&sql, values.by_ref().take(n * m.width).collect());
+        reuse(&mut prepared, db, &sql.text)?.execute(rusqlite::params_from_iter(chunk))?;
     }
     Ok(())
+}
+
+/// The statement of `text` on `db`: the one in `slot` if it is of that text, else a new
+/// one, kept there. A batch's statements of one size follow each other, so each size is
+/// prepared once.
+fn reuse<'s, 'c>(
+    slot: &'s mut Option<(Arc<str>, rusqlite::Statement<'c>)>,
+    db: &'c rusqlite::Connection,
+    text: &Arc<str>,
+) -> rusqlite::Result<&'s mut rusqlite::Statement<'c>> {
+    let kept = match slot.take() {
+        Some(kept) if kept.0 == *text => kept,
+        _ => (text.clone(), db.prepare(text)?),
+    };
+    Ok(&mut slot.insert(kept).1)
 }
 
 impl rusqlite::ToSql for Value {
@@ -536,17 +543,9 @@ pub(crate) async fn stream_versions(
         Db::Sqlite(c) => {
             let blocking = Blocking::for_rows(stream_ids.len());
             let read = with_rusqlite(c, blocking, |db| -> rusqlite::Result<()> {
-                // Queries of one size follow each other: each size is prepared once.
-                let mut prepared: Option<(Arc<str>, rusqlite::Statement<'_>)> = None;
+                let mut prepared = None;
                 for (sql, values) in queries {
-                    let statement = match prepared {
-                        Some((ref text, ref mut statement)) if *text == sql.text => statement,
-                        _ => {
-                            &mut prepared
-                                .insert((sql.text.clone(), db.prepare(&sql.text)?))
-                                .1
-                        }
-                    };
+                    let statement = reuse(&mut prepared, db, &sql.text)?;
                     let mut page = statement.query(rusqlite::params_from_iter(values))?;
                     while let Some(r) = page.next()? {
                         let v = [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?];
