@@ -34,8 +34,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use certledger_ca::{
-    Authority, IssueError, IssueRequest, KeyStore, KeyStoreError, SubjectFields, generate_key,
-    inspect_csr_pem,
+    Authority, IssueError, IssueRequest, KeyStore, KeyStoreError, SubjectFields, SubjectPublicKey,
+    generate_key, inspect_csr_pem,
 };
 use certledger_domain::certificate::{
     CertificateCommand, CertificateState, IntendIssuance, KeySource, RecordDomainValidated,
@@ -192,8 +192,9 @@ enum Prepared {
 
 /// What obtaining the generated key came to.
 enum KeyStep {
-    /// Stored; record this.
-    Generated(RecordKeyGenerated),
+    /// Stored; record this. The key's public half comes along, so that signing right
+    /// after does not read the key back from the store.
+    Generated(RecordKeyGenerated, SubjectPublicKey),
     /// Record this instead (the order fails with a reason).
     Failed(Box<CertificateCommand>),
 }
@@ -567,7 +568,7 @@ impl Issuer {
         algorithm: KeyAlgorithm,
     ) -> Result<(), StepError> {
         let command = match self.obtain_key(certificate_id, algorithm).await? {
-            KeyStep::Generated(generated) => generated.into(),
+            KeyStep::Generated(generated, _) => generated.into(),
             KeyStep::Failed(command) => *command,
         };
         self.record(certificate_id, ctx, command).await
@@ -595,28 +596,29 @@ impl Issuer {
         let keys = self.keys.clone();
         let id = key_id.clone();
         // A key stored by an attempt that died before recording it is reused.
-        let generated = tokio::task::spawn_blocking(move || -> Result<String, KeyOutcome> {
-            match keys.get(&id) {
-                Ok(existing) => return spki_of(&existing, ca_alg),
-                Err(KeyStoreError::NotFound { .. }) => {}
-                Err(e) => return Err(KeyOutcome::Transient(e.to_string())),
-            }
-            let key = generate_key(ca_alg).map_err(|e| KeyOutcome::Failed(e.to_string()))?;
-            match keys.put(&id, &key.private_key) {
-                Ok(()) => Ok(key.spki_sha256_hex),
-                Err(KeyStoreError::AlreadyExists { .. }) => {
-                    let existing = keys
-                        .get(&id)
-                        .map_err(|e| KeyOutcome::Transient(e.to_string()))?;
-                    spki_of(&existing, ca_alg)
+        let generated =
+            tokio::task::spawn_blocking(move || -> Result<SubjectPublicKey, KeyOutcome> {
+                match keys.get(&id) {
+                    Ok(existing) => return public_of(&existing, ca_alg),
+                    Err(KeyStoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(KeyOutcome::Transient(e.to_string())),
                 }
-                Err(e) => Err(KeyOutcome::Transient(e.to_string())),
-            }
-        })
-        .await
-        .map_err(|e| permanent(format!("key generation task: {e}")))?;
-        let public_key_sha256 = match generated {
-            Ok(spki) => spki,
+                let key = generate_key(ca_alg).map_err(|e| KeyOutcome::Failed(e.to_string()))?;
+                match keys.put(&id, &key.private_key) {
+                    Ok(()) => Ok(key.public_key),
+                    Err(KeyStoreError::AlreadyExists { .. }) => {
+                        let existing = keys
+                            .get(&id)
+                            .map_err(|e| KeyOutcome::Transient(e.to_string()))?;
+                        public_of(&existing, ca_alg)
+                    }
+                    Err(e) => Err(KeyOutcome::Transient(e.to_string())),
+                }
+            })
+            .await
+            .map_err(|e| permanent(format!("key generation task: {e}")))?;
+        let public_key = match generated {
+            Ok(public_key) => public_key,
             Err(KeyOutcome::Transient(why)) => return Err(transient(format!("key store: {why}"))),
             Err(KeyOutcome::Failed(why)) => {
                 return Ok(KeyStep::Failed(Box::new(
@@ -631,11 +633,14 @@ impl Issuer {
             }
         };
         tracing::info!(certificate_id, %key_id, algorithm = %ca_alg, "key pair generated and stored");
-        Ok(KeyStep::Generated(RecordKeyGenerated {
-            key_id,
-            algorithm,
-            public_key_sha256,
-        }))
+        Ok(KeyStep::Generated(
+            RecordKeyGenerated {
+                key_id,
+                algorithm,
+                public_key_sha256: public_key.spki_sha256_hex(),
+            },
+            public_key,
+        ))
     }
 
     /// Validation NONE: generates the key (`generate`), starts validation (which passes at
@@ -651,9 +656,13 @@ impl Issuer {
         generate: Option<KeyAlgorithm>,
     ) -> Result<(), StepError> {
         let mut commands: Vec<CertificateCommand> = Vec::with_capacity(3);
+        let mut generated_key = None;
         if let Some(algorithm) = generate {
             match self.obtain_key(certificate_id, algorithm).await? {
-                KeyStep::Generated(generated) => commands.push(generated.into()),
+                KeyStep::Generated(generated, public_key) => {
+                    commands.push(generated.into());
+                    generated_key = Some(public_key);
+                }
                 KeyStep::Failed(command) => {
                     return self.record(certificate_id, ctx, *command).await;
                 }
@@ -668,7 +677,7 @@ impl Issuer {
         if ahead.status != Status::Validated {
             return self.record_all(certificate_id, ctx, commands).await;
         }
-        let (pending, intend) = match self.prepare(certificate_id, &ahead).await? {
+        let (pending, intend) = match self.prepare(certificate_id, &ahead, generated_key).await? {
             Prepared::Ready(pending, intend) => (pending, intend),
             Prepared::Fail(command) => {
                 commands.push(*command);
@@ -851,7 +860,7 @@ impl Issuer {
         ctx: &CallContext,
         state: &CertificateState,
     ) -> Result<(), StepError> {
-        let (pending, intend) = match self.prepare(certificate_id, state).await? {
+        let (pending, intend) = match self.prepare(certificate_id, state, None).await? {
             Prepared::Ready(pending, intend) => (pending, intend),
             Prepared::Fail(command) => return self.record(certificate_id, ctx, *command).await,
             Prepared::Nothing => return Ok(()),
@@ -861,11 +870,14 @@ impl Issuer {
     }
 
     /// Prepares (signs in memory, without releasing) the certificate of a Validated
-    /// `state`: the key's public half, the names, the subject, the validity.
+    /// `state`: the key's public half, the names, the subject, the validity. `generated` is
+    /// the public half of the key this call stored for `state` (recorded in it), if any;
+    /// without it a generated key is read from the store.
     async fn prepare(
         &self,
         certificate_id: &str,
         state: &CertificateState,
+        generated: Option<SubjectPublicKey>,
     ) -> Result<Prepared, StepError> {
         let fail = |code: FailureCode, reason: String| -> Prepared {
             Prepared::Fail(Box::new(
@@ -892,35 +904,39 @@ impl Issuer {
                 let Some(key) = &state.key else {
                     return Ok(Prepared::Nothing);
                 };
-                let keys = self.keys.clone();
-                let key_id = key.key_id.clone();
-                let loaded = tokio::task::spawn_blocking(move || keys.get(&key_id))
-                    .await
-                    .map_err(|e| permanent(format!("key store task: {e}")))?;
-                let secret = match loaded {
-                    Ok(secret) => secret,
-                    Err(KeyStoreError::NotFound { .. }) => {
+                if let Some(public) = generated {
+                    public
+                } else {
+                    let keys = self.keys.clone();
+                    let key_id = key.key_id.clone();
+                    let loaded = tokio::task::spawn_blocking(move || keys.get(&key_id))
+                        .await
+                        .map_err(|e| permanent(format!("key store task: {e}")))?;
+                    let secret = match loaded {
+                        Ok(secret) => secret,
+                        Err(KeyStoreError::NotFound { .. }) => {
+                            return Ok(fail(
+                                FailureCode::Internal,
+                                format!(
+                                    "the generated key {} is missing from the key store; order again",
+                                    key.key_id
+                                ),
+                            ));
+                        }
+                        Err(e) => return Err(transient(format!("key store: {e}"))),
+                    };
+                    let public = secret.public_key().map_err(permanent)?;
+                    if public.spki_sha256_hex() != key.public_key_sha256 {
                         return Ok(fail(
                             FailureCode::Internal,
                             format!(
-                                "the generated key {} is missing from the key store; order again",
+                                "the key stored under {} is not the key recorded for this certificate",
                                 key.key_id
                             ),
                         ));
                     }
-                    Err(e) => return Err(transient(format!("key store: {e}"))),
-                };
-                let public = secret.public_key().map_err(permanent)?;
-                if public.spki_sha256_hex() != key.public_key_sha256 {
-                    return Ok(fail(
-                        FailureCode::Internal,
-                        format!(
-                            "the key stored under {} is not the key recorded for this certificate",
-                            key.key_id
-                        ),
-                    ));
+                    public
                 }
-                public
             }
         };
         let mut ip_addresses = Vec::with_capacity(app.ip_addresses.len());
@@ -1033,10 +1049,10 @@ enum KeyOutcome {
     Failed(String),
 }
 
-fn spki_of(
+fn public_of(
     key: &certledger_ca::PrivateKeyPkcs8,
     algorithm: certledger_ca::KeyAlgorithm,
-) -> Result<String, KeyOutcome> {
+) -> Result<SubjectPublicKey, KeyOutcome> {
     let public = key
         .public_key()
         .map_err(|e| KeyOutcome::Failed(e.to_string()))?;
@@ -1045,7 +1061,7 @@ fn spki_of(
             "a key of another algorithm is already stored for this certificate (expected {algorithm})"
         )));
     }
-    Ok(public.spki_sha256_hex())
+    Ok(public)
 }
 
 fn clip(text: &str, max: usize) -> String {
