@@ -18,7 +18,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use zeroize::Zeroizing;
@@ -286,6 +286,62 @@ fn decrypt(
 pub struct FileKeyStore {
     dir: PathBuf,
     kek: Option<KeyEncryptionKey>,
+    /// The directory, kept open for its fsyncs.
+    dir_handle: File,
+    dir_sync: DirSync,
+}
+
+/// The key directory's fsyncs, shared by concurrent `put`s: a name is durable once an
+/// fsync of the directory has started after it was linked, so one fsync serves every key
+/// linked before it began (a group commit), instead of one per key.
+#[derive(Debug, Default)]
+struct DirSync {
+    state: Mutex<DirSyncState>,
+    finished: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct DirSyncState {
+    /// Names linked so far.
+    linked: u64,
+    /// Names made durable by a finished fsync.
+    synced: u64,
+    /// An fsync is under way.
+    running: bool,
+}
+
+impl DirSync {
+    fn lock(&self) -> MutexGuard<'_, DirSyncState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns once a name linked before this call is durable: after an fsync that began
+    /// after the call, run by this thread or by another one. An fsync's failure is the
+    /// error of the thread that ran it; those waiting on it try again themselves.
+    fn after_link(&self, fsync: impl Fn() -> io::Result<()>) -> io::Result<()> {
+        let mut state = self.lock();
+        state.linked += 1;
+        let mine = state.linked;
+        loop {
+            if state.synced >= mine {
+                return Ok(());
+            }
+            if !state.running {
+                state.running = true;
+                let covers = state.linked;
+                drop(state);
+                let result = fsync();
+                state = self.lock();
+                state.running = false;
+                if result.is_ok() {
+                    state.synced = state.synced.max(covers);
+                }
+                self.finished.notify_all();
+                return result;
+            }
+            state = self.finished.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> KeyStoreError + 'a {
@@ -311,6 +367,7 @@ impl FileKeyStore {
             .map_err(io_err("create directory", &dir))?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
             .map_err(io_err("set permissions of", &dir))?;
+        let dir_handle = File::open(&dir).map_err(io_err("open", &dir))?;
         let entries = fs::read_dir(&dir).map_err(io_err("list", &dir))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
@@ -322,7 +379,12 @@ impl FileKeyStore {
                 }
             }
         }
-        Ok(Self { dir, kek })
+        Ok(Self {
+            dir,
+            kek,
+            dir_handle,
+            dir_sync: DirSync::default(),
+        })
     }
 
     /// The key directory.
@@ -386,9 +448,10 @@ impl FileKeyStore {
         Ok(PrivateKeyPkcs8::from_pkcs8_der(block.into_contents()))
     }
 
+    /// Makes the names linked so far durable (see [`DirSync`]).
     fn sync_dir(&self) -> Result<(), KeyStoreError> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
+        self.dir_sync
+            .after_link(|| self.dir_handle.sync_all())
             .map_err(io_err("sync directory", &self.dir))
     }
 }
@@ -669,6 +732,68 @@ mod tests {
             store.get("missing"),
             Err(KeyStoreError::NotFound { .. })
         ));
+    }
+
+    /// Waits up to 10 s for `condition` on the directory-sync state.
+    fn wait_for(sync: &DirSync, condition: impl Fn(&DirSyncState) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !condition(&sync.lock()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "condition not reached"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_directory_fsync_serves_only_names_linked_before_it_began() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::mpsc;
+        let sync = DirSync::default();
+        let fsyncs = AtomicU32::new(0);
+        let (release, released) = mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        std::thread::scope(|scope| {
+            // The first put's fsync runs until released.
+            let first = scope.spawn(|| {
+                sync.after_link(|| {
+                    fsyncs.fetch_add(1, Ordering::SeqCst);
+                    released
+                        .lock()
+                        .map_err(|_| io::Error::other("poisoned"))?
+                        .recv()
+                        .map_err(io::Error::other)
+                })
+            });
+            wait_for(&sync, |s| s.running);
+            // Two names linked while it runs: it must not count for them.
+            let later: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(|| {
+                        sync.after_link(|| {
+                            fsyncs.fetch_add(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                    })
+                })
+                .collect();
+            wait_for(&sync, |s| s.linked == 3);
+            release.send(()).expect("release");
+            first.join().expect("first").expect("first fsync");
+            for put in later {
+                put.join().expect("later").expect("later fsync");
+            }
+        });
+        // One fsync for the first name, one shared by the two linked during it.
+        assert_eq!(fsyncs.load(Ordering::SeqCst), 2);
+        assert_eq!(sync.lock().synced, 3);
+        // A failed fsync is its caller's error and makes nothing durable.
+        let failed = sync.after_link(|| Err(io::Error::other("disk gone")));
+        assert!(failed.is_err());
+        assert_eq!(sync.lock().synced, 3);
+        sync.after_link(|| Ok(())).expect("next fsync");
+        assert_eq!(sync.lock().synced, 5);
     }
 
     #[test]
