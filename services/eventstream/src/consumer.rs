@@ -492,6 +492,7 @@ async fn run_sql_tail(
         settings,
         handler,
         shutdown,
+        at_head: std::sync::atomic::AtomicBool::new(false),
     };
     let done = if settings.concurrency <= 1 {
         tail.in_order(&mut checkpoint, start).await
@@ -507,12 +508,18 @@ struct Tail<'a> {
     settings: &'a ConsumerSettings,
     handler: &'a dyn Handler,
     shutdown: &'a CancellationToken,
+    /// The last page was short: it reached the log's head when it was read.
+    at_head: std::sync::atomic::AtomicBool,
 }
 
 impl Tail<'_> {
     /// The next page of events after `after`. With none, waits for new ones, saving the
     /// checkpoint at `done()` meanwhile when it is due (`moved`: `done()` moved on).
     /// `None` at shutdown.
+    ///
+    /// After a short page it waits before reading: the log's notice returns at once when
+    /// an event after `after` is known to be committed, and otherwise saves a read that
+    /// would find nothing (every consumer made one after each page).
     async fn next_page(
         &self,
         after: u64,
@@ -520,21 +527,32 @@ impl Tail<'_> {
         done: impl Fn() -> u64,
         moved: &tokio::sync::Notify,
     ) -> Option<Vec<RecordedEvent>> {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut backoff = Backoff::default();
+        let mut wait_first = self.at_head.load(Relaxed);
         while !self.shutdown.is_cancelled() {
+            if wait_first {
+                wait_first = false;
+                loop {
+                    let due = checkpoint.due(done());
+                    tokio::select! {
+                        _ = self.log.wait_for_new(after) => break,
+                        _ = sleep_until_some(due) => checkpoint.save(done()).await,
+                        _ = moved.notified() => {}
+                        _ = self.shutdown.cancelled() => break,
+                    }
+                }
+                continue;
+            }
             match self.log.read_all(after, SQL_TAIL_PAGE).await {
-                Ok(events) if !events.is_empty() => return Some(events),
+                Ok(events) if !events.is_empty() => {
+                    self.at_head
+                        .store(events.len() < SQL_TAIL_PAGE as usize, Relaxed);
+                    return Some(events);
+                }
                 Ok(_) => {
                     backoff.reset();
-                    loop {
-                        let due = checkpoint.due(done());
-                        tokio::select! {
-                            _ = self.log.wait_for_new(after) => break,
-                            _ = sleep_until_some(due) => checkpoint.save(done()).await,
-                            _ = moved.notified() => {}
-                            _ = self.shutdown.cancelled() => break,
-                        }
-                    }
+                    wait_first = true;
                 }
                 Err(error) => {
                     let delay = backoff.next();
