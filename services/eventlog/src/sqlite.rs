@@ -82,6 +82,8 @@ pub struct SqliteEventLog {
 
 struct SqliteCore {
     pool: SqlitePool,
+    /// The log's reads, for a database file (`None` in memory: one connection holds it).
+    readers: Option<Readers>,
     label: String,
     file: Arc<SharedFile>,
     poll_interval: Duration,
@@ -223,8 +225,14 @@ impl SqliteEventLog {
             WriteGate::for_file(&filename)
         }
         .0;
+        let readers = if in_memory {
+            None
+        } else {
+            Some(Readers::new(&filename, options.sqlite_busy_timeout))
+        };
         let core = Arc::new(SqliteCore {
             pool,
+            readers,
             label,
             file,
             poll_interval: options.poll_interval,
@@ -247,6 +255,9 @@ impl SqliteEventLog {
 
     /// Closes the pool after in-flight work; later calls fail.
     pub async fn close(&self) {
+        if let Some(readers) = &self.core.readers {
+            readers.close();
+        }
         self.core.pool.close().await;
     }
 }
@@ -301,15 +312,92 @@ pub async fn with_rusqlite<T>(
             .map_err(rusqlite_error)?;
         Ok(f(&db))
     };
-    let multi_threaded = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    let result = if blocking == Blocking::Long && multi_threaded {
-        tokio::task::block_in_place(run)
-    } else {
-        run()
-    };
+    let result = run_blocking(blocking, run);
     drop(handle);
     result
+}
+
+/// Runs `f` on the task's thread: as is when `blocking` is brief, as blocking work
+/// ([`tokio::task::block_in_place`]) when it is long on a multi-threaded runtime.
+fn run_blocking<T>(blocking: Blocking, f: impl FnOnce() -> T) -> T {
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if blocking == Blocking::Long && multi_threaded {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
+/// Connections of SQLite's own API that only read the log's file, beside sqlx's pool.
+///
+/// Reading through sqlx's connections crossed threads four times per read: sqlx's worker
+/// thread had to be woken to hand the connection over and again to take it back (see
+/// [`with_rusqlite`]). These connections are this code's own: a read runs on the task's
+/// thread with no hand-off, and its prepared statements stay cached between reads (sqlx
+/// finalizes nothing it does not know of before closing its connections). They are
+/// opened read-only; in WAL mode each read sees every transaction committed before it
+/// began, whichever connection committed it.
+struct Readers {
+    path: PathBuf,
+    busy_timeout: Duration,
+    /// Idle connections; `None` once the log is closed.
+    idle: Mutex<Option<Vec<rusqlite::Connection>>>,
+}
+
+/// Idle reader connections kept for the next reads.
+const IDLE_READERS: usize = 4;
+
+impl Readers {
+    fn new(path: &Path, busy_timeout: Duration) -> Self {
+        Self {
+            path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()),
+            busy_timeout,
+            idle: Mutex::new(Some(Vec::new())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<rusqlite::Connection>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on an idle reader connection, or on a new one when none is idle.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let idle = match self.lock().as_mut() {
+            Some(idle) => idle.pop(),
+            None => return Err(sqlx::Error::PoolClosed),
+        };
+        let db = match idle {
+            Some(db) => db,
+            None => self.open().map_err(rusqlite_error)?,
+        };
+        let result = f(&db);
+        if let Some(idle) = self.lock().as_mut()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(db);
+        }
+        result
+    }
+
+    fn open(&self) -> Result<rusqlite::Connection, rusqlite::Error> {
+        use rusqlite::OpenFlags;
+        let db = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        db.busy_timeout(self.busy_timeout)?;
+        // See `with_rusqlite`: one preparation per statement.
+        db.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        Ok(db)
+    }
+
+    fn close(&self) {
+        self.lock().take();
+    }
 }
 
 /// A rusqlite error as sqlx's, for callers that handle sqlx's.
@@ -322,7 +410,7 @@ fn read_events(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    let mut statement = db.prepare(sql).map_err(rusqlite_error)?;
+    let mut statement = db.prepare_cached(sql).map_err(rusqlite_error)?;
     let mut rows = statement.query(params).map_err(rusqlite_error)?;
     let mut events = Vec::new();
     while let Some(row) = rows.next().map_err(rusqlite_error)? {
@@ -509,14 +597,18 @@ impl SqliteCore {
         Ok(positions)
     }
 
-    /// Runs an event query through SQLite's own API ([`with_rusqlite`]) on one of the
-    /// pool's connections and decodes every row there.
+    /// Runs an event query through SQLite's own API and decodes every row there: on a
+    /// reader connection ([`Readers`]), or in memory through [`with_rusqlite`] on the
+    /// pool's one connection.
     async fn query_events<P: rusqlite::Params>(
         &self,
         sql: &'static str,
         blocking: Blocking,
         params: P,
     ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        if let Some(readers) = &self.readers {
+            return run_blocking(blocking, || readers.with(|db| read_events(db, sql, params)));
+        }
         let mut conn = self.pool.acquire().await?;
         with_rusqlite(&mut conn, blocking, |db| read_events(db, sql, params)).await?
     }

@@ -115,6 +115,40 @@ async fn file_log_uses_wal_and_survives_reopen() {
     assert_eq!(migrations, 1, "reopening does not re-apply migrations");
 }
 
+/// Reads go through connections of their own, which keep their statements between
+/// reads: each read still sees every append committed before it, by this handle or by
+/// another one on the file, and none works once the log is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_see_every_earlier_commit_and_end_at_close() {
+    let h = SqliteHarness::create().await;
+    let log = h.open(LogOptions::new()).await;
+    let other = h.open(LogOptions::new()).await;
+    for i in 0..50u64 {
+        let (writer, name) = if i % 2 == 0 {
+            (&log, "a")
+        } else {
+            (&other, "b")
+        };
+        let expected = if i < 2 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(i / 2)
+        };
+        writer
+            .append_one(name, expected, vec![event("E", b"")])
+            .await
+            .unwrap();
+        assert_eq!(log.read_all(i, 10).await.unwrap().len(), 1, "append {i}");
+        assert_eq!(
+            log.read_stream(name, 0).await.unwrap().len() as u64,
+            i / 2 + 1
+        );
+    }
+    log.close().await;
+    assert!(log.read_all(0, 10).await.is_err());
+    assert!(log.read_stream("a", 0).await.is_err());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_opens_migrate_once() {
     let h = SqliteHarness::create().await;
