@@ -542,6 +542,10 @@ impl Tail<'_> {
                         _ = self.shutdown.cancelled() => break,
                     }
                 }
+                // The appends just committed in this process are answered at the same
+                // moment: let their tasks run first, so that a reaction finds their
+                // streams' folds in the shared cache instead of reading the streams.
+                tokio::task::yield_now().await;
                 continue;
             }
             match self.log.read_all(after, SQL_TAIL_PAGE).await {
