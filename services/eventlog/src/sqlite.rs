@@ -17,12 +17,13 @@
 //! process-wide registry keyed by the canonical path) and falls back to the poll interval
 //! for writers in other processes.
 //!
-//! # Reads and appends in one hand-off
+//! # Reads without a hand-off, appends in one
 //!
-//! Events are read with SQLite's own API on one of sqlx's connections
-//! ([`with_rusqlite`]): a page of rows is read and decoded where the connection is, instead
-//! of crossing from sqlx's worker thread row by row. An append's heads read and inserts
-//! run the same way, inside the transaction sqlx begins and commits.
+//! Events are read and decoded with SQLite's own API on read-only connections this code
+//! keeps beside sqlx's pool (in memory, on the pool's one connection), on
+//! the task's thread, instead of crossing from sqlx's worker thread row by row. An
+//! append's heads read and inserts run on one of sqlx's connections ([`with_rusqlite`]),
+//! inside the transaction sqlx begins and commits.
 //!
 //! # One queue for the file's writers
 //!
