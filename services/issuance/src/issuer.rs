@@ -38,9 +38,9 @@ use certledger_ca::{
     generate_key, inspect_csr_pem,
 };
 use certledger_domain::certificate::{
-    CertificateCommand, CertificateState, IntendIssuance, KeySource, RecordDomainValidated,
-    RecordIssuanceFailed, RecordIssued, RecordKeyGenerated, RecordValidationFailed,
-    StartValidation, Status, decide_all, evolve,
+    CertificateCommand, CertificateState, GeneratedKey, IntendIssuance, KeySource,
+    RecordDomainValidated, RecordIssuanceFailed, RecordIssued, RecordKeyGenerated,
+    RecordValidationFailed, StartValidation, Status, decide_all, evolve,
 };
 use certledger_domain::time::{from_timestamp, to_timestamp};
 use certledger_domain::{DomainError, ErrorKind};
@@ -869,6 +869,37 @@ impl Issuer {
             .await
     }
 
+    /// The public half of the generated key recorded for a certificate, read from the key
+    /// store; `Err` with the reason to fail the order when it is missing or another key.
+    async fn stored_public_key(
+        &self,
+        key: &GeneratedKey,
+    ) -> Result<Result<SubjectPublicKey, String>, StepError> {
+        let keys = self.keys.clone();
+        let key_id = key.key_id.clone();
+        let loaded = tokio::task::spawn_blocking(move || keys.get(&key_id))
+            .await
+            .map_err(|e| permanent(format!("key store task: {e}")))?;
+        let secret = match loaded {
+            Ok(secret) => secret,
+            Err(KeyStoreError::NotFound { .. }) => {
+                return Ok(Err(format!(
+                    "the generated key {} is missing from the key store; order again",
+                    key.key_id
+                )));
+            }
+            Err(e) => return Err(transient(format!("key store: {e}"))),
+        };
+        let public = secret.public_key().map_err(permanent)?;
+        if public.spki_sha256_hex() != key.public_key_sha256 {
+            return Ok(Err(format!(
+                "the key stored under {} is not the key recorded for this certificate",
+                key.key_id
+            )));
+        }
+        Ok(Ok(public))
+    }
+
     /// Prepares (signs in memory, without releasing) the certificate of a Validated
     /// `state`: the key's public half, the names, the subject, the validity. `generated` is
     /// the public half of the key this call stored for `state` (recorded in it), if any;
@@ -904,38 +935,12 @@ impl Issuer {
                 let Some(key) = &state.key else {
                     return Ok(Prepared::Nothing);
                 };
-                if let Some(public) = generated {
-                    public
-                } else {
-                    let keys = self.keys.clone();
-                    let key_id = key.key_id.clone();
-                    let loaded = tokio::task::spawn_blocking(move || keys.get(&key_id))
-                        .await
-                        .map_err(|e| permanent(format!("key store task: {e}")))?;
-                    let secret = match loaded {
-                        Ok(secret) => secret,
-                        Err(KeyStoreError::NotFound { .. }) => {
-                            return Ok(fail(
-                                FailureCode::Internal,
-                                format!(
-                                    "the generated key {} is missing from the key store; order again",
-                                    key.key_id
-                                ),
-                            ));
-                        }
-                        Err(e) => return Err(transient(format!("key store: {e}"))),
-                    };
-                    let public = secret.public_key().map_err(permanent)?;
-                    if public.spki_sha256_hex() != key.public_key_sha256 {
-                        return Ok(fail(
-                            FailureCode::Internal,
-                            format!(
-                                "the key stored under {} is not the key recorded for this certificate",
-                                key.key_id
-                            ),
-                        ));
-                    }
-                    public
+                match generated {
+                    Some(public) => public,
+                    None => match self.stored_public_key(key).await? {
+                        Ok(public) => public,
+                        Err(reason) => return Ok(fail(FailureCode::Internal, reason)),
+                    },
                 }
             }
         };
