@@ -211,6 +211,15 @@ impl EventSource {
     }
 }
 
+/// How long a pull request waits on the server for messages (async-nats: 30 s).
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+/// How often the server says a waiting pull request is alive. Two missed end the message
+/// stream, which is then opened again: a pull request that the server and the client no
+/// longer agree on stops delivery for seconds, not for async-nats's 30 – 35 s (its
+/// default heartbeat is 15 s; a request it believes lost is renewed after its expiry and
+/// 5 s more).
+const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+
 async fn run_jetstream(
     js: &jetstream::Context,
     stream: &str,
@@ -275,6 +284,8 @@ async fn consume(
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(settings.batch.max(1))
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_HEARTBEAT)
         .messages()
         .await
         .map_err(|e| err("opening the message stream")(e.into()))?;
