@@ -46,7 +46,7 @@ use rusqlite::config::DbConfig;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Connection, Row, SqliteConnection};
 use uuid::Uuid;
 
 use crate::append::{
@@ -636,11 +636,17 @@ impl Backend for SqliteCore {
                 TxFailure::Append(AppendError::Storage(StorageError::new(context, e)))
             }
         };
+        // The connection first: taking it from the pool is a round trip to its worker
+        // thread, which need not hold up the file's other writers.
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(storage("take a connection"))?;
         // This process's writers of the file queue here (module docs).
         let _turn = self.file.gate.lock().await;
         // The ordering guard (module docs): the write lock, taken before any read.
-        let mut tx = self
-            .pool
+        let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(storage("begin"))?;
