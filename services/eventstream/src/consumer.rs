@@ -114,6 +114,10 @@ pub struct ConsumerSettings {
     /// last save are delivered again after a crash (handlers are idempotent); a clean
     /// shutdown saves it.
     pub checkpoint_interval: Duration,
+    /// SQL tail: how long a consumer that has caught up waits, once told of new events,
+    /// before it reads them, so that one read and one handling take the events of several
+    /// commits. Zero reads at once. For handlers whose readers accept that much delay.
+    pub linger: Duration,
 }
 
 impl ConsumerSettings {
@@ -127,6 +131,7 @@ impl ConsumerSettings {
             concurrency: 1,
             batched: false,
             checkpoint_interval: Duration::from_millis(200),
+            linger: Duration::ZERO,
         }
     }
 
@@ -139,6 +144,12 @@ impl ConsumerSettings {
     /// With up to `n` streams' events handled at once (see [`ConsumerSettings::concurrency`]).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// Lingering `d` before reading news (see [`ConsumerSettings::linger`]).
+    pub fn linger(mut self, d: Duration) -> Self {
+        self.linger = d;
         self
     }
 }
@@ -551,6 +562,12 @@ impl Tail<'_> {
                         _ = sleep_until_some(due) => checkpoint.save(done()).await,
                         _ = moved.notified() => {}
                         _ = self.shutdown.cancelled() => break,
+                    }
+                }
+                if !self.settings.linger.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.settings.linger) => {}
+                        _ = self.shutdown.cancelled() => {}
                     }
                 }
                 // The appends just committed in this process are answered at the same

@@ -32,6 +32,8 @@ pub use service::{OrderService, certificate_id_for_key};
 /// Name of the consumer that keeps the certificate list and the scheduler's index
 /// (durable consumer / checkpoint).
 pub const LIST_CONSUMER: &str = "order-certificates";
+/// How long the list's consumer gathers the log's news before writing it.
+const LIST_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Certificates the order service's consumers handle at once (rows and renewals of
 /// different certificates are independent).
@@ -99,7 +101,11 @@ pub fn build(setup: OrderSetup, shutdown: CancellationToken) -> OrderParts {
         let certificates = || Filter::Aggregate("certificate".into());
         tasks.push(certledger_runtime::events::spawn_consumer(
             source.clone(),
-            ConsumerSettings::new(LIST_CONSUMER, certificates()).batched(),
+            // The list's rows may be 20 ms late: a transaction per 20 ms rather than per
+            // commit of the log, whose file the list shares with it.
+            ConsumerSettings::new(LIST_CONSUMER, certificates())
+                .batched()
+                .linger(LIST_LINGER),
             Arc::new(model.projection(repo.clone(), settings)),
             shutdown.clone(),
         ));
