@@ -4,11 +4,7 @@
 //! Every error is about the request field `csr_pem` ([`CsrError::FIELD`]); the service maps
 //! them to `INVALID_ARGUMENT`. Garbage input yields an error, never a panic.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{LazyLock, Mutex, MutexGuard};
-
-use sha2::{Digest, Sha256};
 
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::error::X509Error;
@@ -197,58 +193,6 @@ pub fn inspect_csr_der(der: &[u8]) -> Result<InspectedCsr, CsrError> {
             max: MAX_CSR_LEN,
         });
     }
-    let digest: [u8; 32] = Sha256::digest(der).into();
-    if let Some(passed) = Passed::lock().get(&digest) {
-        return Ok(passed.clone());
-    }
-    let inspected = inspect_der(der)?;
-    Passed::lock().insert(digest, inspected.clone());
-    Ok(inspected)
-}
-
-/// CSRs that passed inspection lately, by the SHA-256 of their DER: inspection depends on
-/// the bytes alone, and the CSR of an order is inspected twice, when the application is
-/// accepted and again before the CA signs. In one process (certd) the second finds the
-/// first's result instead of verifying the self-signature again, which was 7 % of the CPU
-/// of issuing a certificate for a CSR. Failures are not kept.
-struct Passed {
-    results: HashMap<[u8; 32], InspectedCsr>,
-    /// Oldest first.
-    order: VecDeque<[u8; 32]>,
-}
-
-/// Inspections kept (about a kilobyte each).
-const PASSED_KEPT: usize = 1024;
-
-impl Passed {
-    fn lock() -> MutexGuard<'static, Passed> {
-        static PASSED: LazyLock<Mutex<Passed>> = LazyLock::new(|| {
-            Mutex::new(Passed {
-                results: HashMap::new(),
-                order: VecDeque::new(),
-            })
-        });
-        PASSED.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn get(&self, digest: &[u8; 32]) -> Option<&InspectedCsr> {
-        self.results.get(digest)
-    }
-
-    fn insert(&mut self, digest: [u8; 32], inspected: InspectedCsr) {
-        if self.results.insert(digest, inspected).is_none() {
-            self.order.push_back(digest);
-        }
-        while self.order.len() > PASSED_KEPT {
-            if let Some(oldest) = self.order.pop_front() {
-                self.results.remove(&oldest);
-            }
-        }
-    }
-}
-
-/// [`inspect_csr_der`] without looking at [`Passed`].
-fn inspect_der(der: &[u8]) -> Result<InspectedCsr, CsrError> {
     let (rest, csr) =
         X509CertificationRequest::from_der(der).map_err(|e| CsrError::MalformedDer {
             reason: e.to_string(),
@@ -450,34 +394,6 @@ mod tests {
         assert_eq!(csr.dns_names, vec!["host.example.org"]);
         let (pem, _) = rcgen_csr(KeyAlgorithm::EcdsaP256, &[], None);
         assert_eq!(inspect_csr_pem(&pem), Err(CsrError::NoNames));
-    }
-
-    #[test]
-    fn a_passed_inspection_is_kept_for_the_same_bytes_only() {
-        let (_, der) = rcgen_csr(KeyAlgorithm::EcdsaP256, &["kept.example"], None);
-        let first = inspect_csr_der(&der).expect("inspect");
-        let digest: [u8; 32] = Sha256::digest(&der).into();
-        assert_eq!(Passed::lock().get(&digest), Some(&first));
-        assert_eq!(inspect_csr_der(&der), Ok(first.clone()));
-        // A copy with another signature is inspected on its own, and fails.
-        let mut altered = der.clone();
-        let last = altered.len() - 3;
-        altered[last] ^= 0x01;
-        assert_eq!(inspect_csr_der(&altered), Err(CsrError::BadSignature));
-        let altered_digest: [u8; 32] = Sha256::digest(&altered).into();
-        assert!(Passed::lock().get(&altered_digest).is_none());
-        // At most PASSED_KEPT are kept, the oldest forgotten first.
-        let mut kept = Passed {
-            results: HashMap::new(),
-            order: VecDeque::new(),
-        };
-        for i in 0..=PASSED_KEPT {
-            let mut digest = [0u8; 32];
-            digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            kept.insert(digest, first.clone());
-        }
-        assert_eq!(kept.results.len(), PASSED_KEPT);
-        assert!(kept.get(&[0u8; 32]).is_none());
     }
 
     #[test]

@@ -35,7 +35,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use certledger_ca::{
     Authority, IssueError, IssueRequest, KeyStore, KeyStoreError, SubjectFields, SubjectPublicKey,
-    generate_key, inspect_csr_pem,
+    generate_key,
 };
 use certledger_domain::certificate::{
     CertificateCommand, CertificateState, GeneratedKey, IntendIssuance, KeySource,
@@ -47,7 +47,7 @@ use certledger_domain::{DomainError, ErrorKind};
 use certledger_proto::common::v1::{Failure, FailureCode, KeyAlgorithm, Subject, ValidationMethod};
 use certledger_proto::events::v1::Challenge;
 use certledger_runtime::{
-    CallContext, CertificateRepository, Expect, RepositoryError, SharedClock,
+    CallContext, CertificateRepository, Expect, RepositoryError, SharedClock, csr::inspect_csr_pem,
 };
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};

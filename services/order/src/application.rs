@@ -7,11 +7,11 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use certledger_ca::inspect_csr_pem;
 use certledger_domain::DomainError;
 use certledger_domain::certificate::{Application, KeySource};
 use certledger_domain::names::validate_application;
 use certledger_proto::common::v1::CertificateSpec;
+use certledger_runtime::csr::inspect_csr_pem;
 
 /// The field every CSR error names.
 pub const CSR_FIELD: &str = "application.csr_pem";

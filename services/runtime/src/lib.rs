@@ -13,6 +13,7 @@
 //! * [`config`] — command-line flags with environment fallbacks, validated at start.
 //! * [`telemetry`] — tracing set-up for the binaries.
 //! * [`clock`] — the current time, injectable (tests move it).
+//! * [`csr`] — CSR inspection that remembers the CSRs that passed.
 //! * [`auth`] — API tokens, roles and the per-RPC policy, enforced in front of every service.
 
 /// The allocator of every binary that links this kit (the services, `certd`, the bench):
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod convert;
+pub mod csr;
 pub mod events;
 pub mod repository;
 pub mod server;
