@@ -15,7 +15,10 @@ pub mod service;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use certledger_eventstream::consumer::{ConsumerSettings, EventSource, Filter};
+use certledger_eventlog::RecordedEvent;
+use certledger_eventstream::consumer::{
+    ConsumerSettings, EventSource, Filter, Handler, HandlerError,
+};
 use certledger_proto::order::v1::order_service_server::OrderServiceServer;
 use certledger_runtime::CertificateRepository;
 use certledger_runtime::auth::{TOKEN_SERVICE_NAME, TokenApi};
@@ -29,14 +32,14 @@ pub use renewal::{RenewalSettings, Renewer};
 pub use scheduler::Scheduler;
 pub use service::{OrderService, certificate_id_for_key};
 
-/// Name of the consumer that keeps the certificate list and the scheduler's index
-/// (durable consumer / checkpoint).
+/// Name of the consumer that keeps the certificate list and the scheduler's index and
+/// records renewal outcomes (durable consumer / checkpoint). Until 2026-11-28 outcomes
+/// had a consumer of their own, `order-renewal-outcomes`, which nothing reads any more.
 pub const LIST_CONSUMER: &str = "order-certificates";
 /// How long the list's consumer gathers the log's news before writing it.
 const LIST_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Certificates the order service's consumers handle at once (rows and renewals of
-/// different certificates are independent).
+/// Renewal outcomes of different certificates recorded at once (they are independent).
 pub const CONSUMER_CONCURRENCY: usize = 16;
 
 /// Renewal policies, and whether this replica runs the expiry and auto-renew scheduler.
@@ -98,22 +101,19 @@ pub fn build(setup: OrderSetup, shutdown: CancellationToken) -> OrderParts {
     let renewer = Renewer::new(repo.clone(), settings.clone());
     let list_model = list.as_ref().map(|(model, _)| model.clone());
     if let Some((model, source)) = list {
-        let certificates = || Filter::Aggregate("certificate".into());
-        tasks.push(certledger_runtime::events::spawn_consumer(
-            source.clone(),
-            // The list's rows may be 20 ms late: a transaction per 20 ms rather than per
-            // commit of the log, whose file the list shares with it.
-            ConsumerSettings::new(LIST_CONSUMER, certificates())
-                .batched()
-                .linger(LIST_LINGER),
-            Arc::new(model.projection(repo.clone(), settings)),
-            shutdown.clone(),
-        ));
+        // One consumer for the list and renewal outcomes: every certificate event is
+        // delivered to the service once, not once per reaction.
         tasks.push(certledger_runtime::events::spawn_consumer(
             source,
-            ConsumerSettings::new(renewal::OUTCOME_CONSUMER, certificates())
-                .concurrency(CONSUMER_CONCURRENCY),
-            Arc::new(renewer.outcomes()),
+            // The list's rows (and outcomes) may be 20 ms late: a transaction per 20 ms
+            // rather than per commit of the log, whose file the list shares with it.
+            ConsumerSettings::new(LIST_CONSUMER, Filter::Aggregate("certificate".into()))
+                .batched()
+                .linger(LIST_LINGER),
+            Arc::new(CertificateEvents {
+                list: model.projection(repo.clone(), settings),
+                outcomes: renewer.outcomes(),
+            }),
             shutdown.clone(),
         ));
         if let Some(interval) = renewal.scheduler_interval {
@@ -149,4 +149,24 @@ pub async fn start(
         None => (routes, &[SERVICE_NAME]),
     };
     Ok(RunningService::spawn(grpc, routes, names, shutdown, tasks))
+}
+
+/// The order service's reactions to certificate events: the list's rows (a batch in one
+/// transaction), then the renewal outcomes among the events.
+struct CertificateEvents {
+    list: listing::ListProjection,
+    outcomes: renewal::RenewalOutcomes,
+}
+
+#[async_trait::async_trait]
+impl Handler for CertificateEvents {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        self.list.handle(event).await?;
+        self.outcomes.handle(event).await
+    }
+
+    async fn handle_batch(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        self.list.handle_batch(events).await?;
+        self.outcomes.handle_all(events, CONSUMER_CONCURRENCY).await
+    }
 }

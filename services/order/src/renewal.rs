@@ -27,6 +27,7 @@ use certledger_runtime::repository::{certificate_id_of, not_found};
 use certledger_runtime::{
     CallContext, CertificateRepository, Executed, Expect, RepositoryError, SharedClock,
 };
+use futures::{StreamExt, TryStreamExt};
 
 use crate::application::{CSR_FIELD, check_application};
 use crate::service::certificate_id_for_key;
@@ -35,8 +36,6 @@ use crate::service::certificate_id_for_key;
 pub const ACTOR: &str = "order-renewal";
 
 /// Name of the consumer that records renewal outcomes on predecessors.
-pub const OUTCOME_CONSUMER: &str = "order-renewal-outcomes";
-
 /// Event types of a successor that decide its renewal's outcome.
 pub const OUTCOME_EVENTS: &[&str] = &[
     "CertificateIssued",
@@ -363,6 +362,40 @@ impl Renewer {
 /// Records renewal outcomes from successors' events (see [`Renewer::record_outcome`]).
 pub struct RenewalOutcomes {
     renewer: Renewer,
+}
+
+impl RenewalOutcomes {
+    /// The outcomes among `events`: up to `concurrency` certificates at once, each
+    /// certificate's events in their order.
+    pub async fn handle_all(
+        &self,
+        events: &[RecordedEvent],
+        concurrency: usize,
+    ) -> Result<(), HandlerError> {
+        // Indices, not references: a closure over borrowed events is not `Send` enough.
+        let mut by_stream: Vec<Vec<usize>> = Vec::new();
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (i, event) in events.iter().enumerate() {
+            if !OUTCOME_EVENTS.contains(&event.event_type.as_str()) {
+                continue;
+            }
+            let slot = *index.entry(event.stream_id.as_str()).or_insert_with(|| {
+                by_stream.push(Vec::new());
+                by_stream.len() - 1
+            });
+            by_stream[slot].push(i);
+        }
+        futures::stream::iter(by_stream)
+            .map(|stream| async move {
+                for i in stream {
+                    self.handle(&events[i]).await?;
+                }
+                Ok(())
+            })
+            .buffer_unordered(concurrency.max(1))
+            .try_collect()
+            .await
+    }
 }
 
 #[async_trait]
