@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, oneshot};
 use tonic::transport::Channel;
 
 use crate::progress::{Counter, step};
-use crate::report::{Figure, percentile_ms, process_cpu};
+use crate::report::{Figure, machine_cpu, percentile_ms, process_cpu};
 use crate::stack::{Platform, Storage};
 use crate::{Backend, Settings};
 
@@ -343,6 +343,7 @@ async fn run_one(
     let watcher = Watcher::spawn(&platform.projector);
     let before = platform.counts.snapshot();
     let cpu_before = process_cpu();
+    let machine_before = machine_cpu();
     let load = drive(
         &platform.order_url,
         applications,
@@ -352,17 +353,24 @@ async fn run_one(
     )
     .await?;
     let counted = platform.counts.snapshot().since(&before);
-    let cpu = process_cpu().zip(cpu_before).map(|(after, before)| {
+    let per_certificate = |after: std::time::Duration, before: std::time::Duration| {
         after.saturating_sub(before).as_secs_f64() * 1000.0 / n.max(1) as f64
-    });
+    };
+    let cpu = process_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| per_certificate(after, before));
+    let machine = machine_cpu()
+        .zip(machine_before)
+        .map(|(after, before)| per_certificate(after, before));
     platform.stop().await;
     drop(storage);
     let p50 = percentile_ms(&load.latencies, 50.0);
     let p99 = percentile_ms(&load.latencies, 99.0);
     step(format!(
-        "  {mode:?}: {:.0} certificates/s, p50 {p50:.1} ms, p99 {p99:.1} ms, CPU {} ms per certificate (missed changes read back: {})",
+        "  {mode:?}: {:.0} certificates/s, p50 {p50:.1} ms, p99 {p99:.1} ms, CPU {} ms per certificate, the machine's {} ms (missed changes read back: {})",
         load.rate(),
         cpu.map_or("?".into(), |ms| format!("{ms:.2}")),
+        machine.map_or("?".into(), |ms| format!("{ms:.2}")),
         watcher.lagged.load(Ordering::Relaxed)
     ));
     let per = |count: u64| count as f64 / n.max(1) as f64;
@@ -413,6 +421,15 @@ async fn run_one(
                         Backend::Sqlite => "",
                         Backend::Postgres => ", not PostgreSQL's or NATS's",
                     }
+                ))
+                .sample(ms),
+        );
+    }
+    if let Some(ms) = machine {
+        figures.push(
+            Figure::new(SCENARIO, format!("{name} machine CPU per certificate"), "ms")
+                .note(format!(
+                    "{note}; CPU time the whole machine was busy while the run lasted (every process, PostgreSQL and NATS too, and anything else running), divided by the certificates"
                 ))
                 .sample(ms),
         );

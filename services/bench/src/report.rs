@@ -208,11 +208,34 @@ pub fn process_cpu() -> Option<std::time::Duration> {
     Some(std::time::Duration::from_millis((user + system) * 10))
 }
 
+/// CPU time the whole machine has been busy (every core, every process: PostgreSQL and
+/// NATS too, and anything else running), from `/proc/stat`.
+pub fn machine_cpu() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    // cpu  user nice system idle iowait irq softirq steal …, in ticks of 10 ms.
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Some(std::time::Duration::from_millis(busy * 10))
+}
+
 #[test]
 fn this_process_has_used_cpu() {
     let spin = std::time::Instant::now();
     while spin.elapsed() < std::time::Duration::from_millis(30) {}
     assert!(process_cpu().is_some_and(|cpu| cpu > std::time::Duration::ZERO));
+    assert!(machine_cpu().is_some_and(|cpu| cpu >= process_cpu().unwrap_or_default()));
 }
 
 /// What machine the numbers come from.
