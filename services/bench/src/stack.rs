@@ -26,11 +26,30 @@ use crate::Backend;
 use crate::counting::{CountingLog, Counts};
 
 /// Where the databases live: a PostgreSQL schema (+ NATS) or SQLite files, both removed
-/// when dropped.
+/// when dropped — the files only when the bench ends (see [`remove_spent_directories`]).
 pub struct Storage {
-    pub dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
     pub pg: Option<TestDb>,
     pub nats: Option<NatsServer>,
+}
+
+/// The directories of the runs that ended, removed when the bench ends: removing a run's
+/// thousands of key files made the next run's slow to create (ext4 without a journal
+/// scans the inodes deleted in the last seconds for every new one), so that only the
+/// first repeat measured a clean key store.
+static SPENT: std::sync::Mutex<Vec<tempfile::TempDir>> = std::sync::Mutex::new(Vec::new());
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            SPENT.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
+        }
+    }
+}
+
+/// Removes the directories of every run that ended.
+pub fn remove_spent_directories() {
+    SPENT.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
 impl Storage {
@@ -43,16 +62,21 @@ impl Storage {
                 Some(NatsServer::start().await?),
             ),
         };
-        Ok(Self { dir, pg, nats })
+        Ok(Self {
+            dir: Some(dir),
+            pg,
+            nats,
+        })
     }
 
     /// certd's command line for this storage (data directory, database, NATS, schemas,
     /// any free ports, no dashboard, validation NONE allowed, no authentication: the
     /// bench's clients hold no token, and it measures the pipeline, not token checks).
     pub fn certd_args(&self) -> Vec<String> {
+        let data = self.dir.as_ref().map(|d| d.path().join("data"));
         let mut args: Vec<String> = [
             "--data-dir",
-            &self.dir.path().join("data").display().to_string(),
+            &data.unwrap_or_default().display().to_string(),
             "--listen",
             "127.0.0.1:0",
             "--http-listen",
