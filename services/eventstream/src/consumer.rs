@@ -13,6 +13,7 @@
 //! `certledger.dlq.<consumer>`, logged, and terminated.
 
 use crate::envelope;
+use crate::pull::{Pull, PullError};
 use crate::relay::{Backoff, delay_for_attempt};
 use crate::setup::DEAD_LETTER_ROOT;
 use crate::subject;
@@ -224,11 +225,9 @@ impl EventSource {
 
 /// How long a pull request waits on the server for messages (async-nats: 30 s).
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
-/// How often the server says a waiting pull request is alive. Two missed end the message
-/// stream, which is then opened again: a pull request that the server and the client no
-/// longer agree on stops delivery for seconds, not for async-nats's 30 – 35 s (its
-/// default heartbeat is 15 s; a request it believes lost is renewed after its expiry and
-/// 5 s more).
+/// How often the server says a waiting pull request is alive. Two missed end the messages,
+/// which are then opened again: a pull request the server no longer holds (a restart, a
+/// new leader) stops delivery for seconds, not for 30 s or more.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
 
 async fn run_jetstream(
@@ -292,14 +291,12 @@ async fn consume(
         )
         .await
         .map_err(|e| err("creating the durable consumer")(e.into()))?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(settings.batch.max(1))
-        .expires(PULL_EXPIRES)
-        .heartbeat(PULL_HEARTBEAT)
-        .messages()
-        .await
-        .map_err(|e| err("opening the message stream")(e.into()))?;
+    let mut messages = std::pin::pin!(
+        Pull::open(js, consumer, settings.batch, PULL_EXPIRES, PULL_HEARTBEAT)
+            .await
+            .map_err(|e| err("opening the message stream")(e.into()))?
+            .into_stream()
+    );
     let dead_letter_subject = format!("{DEAD_LETTER_ROOT}.{}", subject::token(&settings.name));
     let process = |message| handle_message(js, settings, handler, &dead_letter_subject, message);
     if settings.concurrency <= 1 {
@@ -392,7 +389,7 @@ fn gather<M, E>(
 
 /// The next message, or `None` at shutdown.
 async fn next_message(
-    messages: &mut pull::Stream,
+    messages: &mut (impl futures::Stream<Item = Result<jetstream::Message, PullError>> + Unpin),
     shutdown: &CancellationToken,
     name: &str,
 ) -> Result<Option<jetstream::Message>, ConsumerError> {

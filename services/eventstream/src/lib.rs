@@ -11,6 +11,7 @@
 
 pub mod consumer;
 pub mod envelope;
+mod pull;
 pub mod relay;
 pub mod setup;
 pub mod subject;
