@@ -170,3 +170,55 @@ pub fn from_message(
         hash: hash(headers, H_HASH)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(without: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let id = Uuid::from_u128(0x1234).to_string();
+        let hash = hex::encode([7u8; 32]);
+        let type_ = ce_type("CertificateIssued");
+        for (name, value) in [
+            (H_MSG_ID, id.as_str()),
+            (H_CE_ID, id.as_str()),
+            (H_CE_TYPE, type_.as_str()),
+            (H_CE_TIME, "2026-11-28T09:00:00.000001Z"),
+            (H_CE_SUBJECT, "certificate-abc"),
+            (H_POSITION, "42"),
+            (H_STREAM_VERSION, "3"),
+            (H_SCHEMA_VERSION, "1"),
+            (H_TENANT, "acme"),
+            (H_ACTOR, "issuance"),
+            (H_PREV_HASH, hash.as_str()),
+            (H_HASH, hash.as_str()),
+        ] {
+            if Some(name) != without {
+                headers.insert(name, value);
+            }
+        }
+        headers
+    }
+
+    #[test]
+    fn an_event_is_rebuilt_from_its_headers_and_a_missing_one_is_named() {
+        let event = from_message(Some(&headers(None)), b"payload").expect("rebuilt");
+        assert_eq!(event.position, 42);
+        assert_eq!(event.stream_version, 3);
+        assert_eq!(event.event_type, "CertificateIssued");
+        assert_eq!(event.metadata.tenant, "acme");
+        assert_eq!(event.metadata.correlation_id, None);
+        assert_eq!(event.metadata.trace_context, None);
+        assert_eq!(event.hash, [7u8; 32]);
+        assert_eq!(event.payload, b"payload");
+        for required in [H_CE_TYPE, H_POSITION, H_TENANT, H_HASH] {
+            let error = from_message(Some(&headers(Some(required))), b"").err();
+            assert_eq!(error.map(|e| e.header), Some(required));
+        }
+        let mut bad = headers(None);
+        bad.insert(H_STREAM_VERSION, "three");
+        let error = from_message(Some(&bad), b"").err();
+        assert_eq!(error.map(|e| e.header), Some(H_STREAM_VERSION));
+    }
+}
