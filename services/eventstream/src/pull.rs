@@ -63,23 +63,30 @@ impl Owed {
 pub(crate) enum Received {
     Message,
     Heartbeat,
-    /// A request ended with this many messages undelivered.
-    RequestEnded(usize),
+    /// A request ended with this many messages undelivered (`None`: not said).
+    RequestEnded(Option<usize>),
     Refused,
 }
 
 pub(crate) fn classify(message: &async_nats::Message) -> Received {
-    match message.status {
-        None | Some(StatusCode::OK) => Received::Message,
-        Some(StatusCode::IDLE_HEARTBEAT) => Received::Heartbeat,
-        // 408: the request expired; 409 with a count: ended by the server (message size,
-        // a new leader). A 409 without one refuses the consumer itself (deleted, limits).
-        Some(StatusCode::TIMEOUT | StatusCode::REQUEST_TERMINATED) => message
+    let undelivered = || {
+        message
             .headers
             .as_ref()
             .and_then(|h| h.get("Nats-Pending-Messages"))
             .and_then(|v| v.as_str().parse().ok())
-            .map_or(Received::Refused, Received::RequestEnded),
+    };
+    match message.status {
+        None | Some(StatusCode::OK) => Received::Message,
+        Some(StatusCode::IDLE_HEARTBEAT) => Received::Heartbeat,
+        // The request expired.
+        Some(StatusCode::TIMEOUT) => Received::RequestEnded(undelivered()),
+        // 409 with a count: the request ended by the server (message size, a new leader);
+        // without one it refuses the consumer itself (deleted, a limit exceeded).
+        Some(StatusCode::REQUEST_TERMINATED) => match undelivered() {
+            Some(n) => Received::RequestEnded(Some(n)),
+            None => Received::Refused,
+        },
         Some(_) => Received::Refused,
     }
 }
@@ -147,7 +154,11 @@ impl Pull {
                     });
                 }
                 Received::Heartbeat => {}
-                Received::RequestEnded(undelivered) => self.owed.ended(undelivered),
+                // Not said: taken as the whole request, so that the count can only fall
+                // short (a request too many) and never stall.
+                Received::RequestEnded(undelivered) => {
+                    self.owed.ended(undelivered.unwrap_or(self.request.batch))
+                }
                 Received::Refused => {
                     return Err(PullError::Refused {
                         status: message.status.unwrap_or(StatusCode::OK),
@@ -227,9 +238,52 @@ mod tests {
     fn statuses_are_told_apart() {
         assert_eq!(classify(&status(200, None)), Received::Message);
         assert_eq!(classify(&status(100, None)), Received::Heartbeat);
-        assert_eq!(classify(&status(408, Some("7"))), Received::RequestEnded(7));
-        assert_eq!(classify(&status(409, Some("3"))), Received::RequestEnded(3));
+        assert_eq!(
+            classify(&status(408, Some("7"))),
+            Received::RequestEnded(Some(7))
+        );
+        assert_eq!(classify(&status(408, None)), Received::RequestEnded(None));
+        assert_eq!(
+            classify(&status(409, Some("3"))),
+            Received::RequestEnded(Some(3))
+        );
         assert_eq!(classify(&status(409, None)), Received::Refused);
         assert_eq!(classify(&status(503, None)), Received::Refused);
+    }
+
+    /// Requests that expire while nothing is published are renewed: a message published
+    /// after several expiries still arrives, with no error on the way.
+    #[tokio::test]
+    async fn expired_requests_are_renewed() -> anyhow::Result<()> {
+        use async_nats::jetstream::consumer::pull;
+        let nats = certledger_testkit::NatsServer::start().await?;
+        let js = jetstream::new(async_nats::connect(nats.url()).await?);
+        js.create_stream(jetstream::stream::Config {
+            name: "S".into(),
+            subjects: vec!["s.>".into()],
+            ..Default::default()
+        })
+        .await?;
+        let consumer: PullConsumer = js
+            .get_stream("S")
+            .await?
+            .create_consumer(pull::Config {
+                durable_name: Some("c".into()),
+                ..Default::default()
+            })
+            .await?;
+        let expires = Duration::from_millis(300);
+        let mut pull = Pull::open(&js, consumer, 4, expires, Duration::from_millis(100)).await?;
+        let publisher = js.clone();
+        let published = tokio::spawn(async move {
+            // Long enough for several requests to expire first.
+            tokio::time::sleep(expires * 5).await;
+            publisher.publish("s.one", "late".into()).await?.await?;
+            anyhow::Ok(())
+        });
+        let message = tokio::time::timeout(Duration::from_secs(20), pull.next()).await??;
+        assert_eq!(message.payload.as_ref(), b"late");
+        published.await??;
+        Ok(())
     }
 }
