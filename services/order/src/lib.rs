@@ -39,7 +39,7 @@ pub const LIST_CONSUMER: &str = "order-certificates";
 /// How long the list's consumer gathers the log's news before writing it.
 const LIST_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Renewal outcomes of different certificates recorded at once (they are independent).
+/// Certificates whose renewal outcomes are recorded at once (they are independent).
 pub const CONSUMER_CONCURRENCY: usize = 16;
 
 /// Renewal policies, and whether this replica runs the expiry and auto-renew scheduler.

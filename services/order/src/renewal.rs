@@ -21,13 +21,12 @@ use certledger_domain::certificate::{
 };
 use certledger_domain::error::Rule;
 use certledger_eventlog::RecordedEvent;
-use certledger_eventstream::consumer::{Handler, HandlerError};
+use certledger_eventstream::consumer::{Handler, HandlerError, lane_of};
 use certledger_proto::common::v1::FailureCode;
 use certledger_runtime::repository::{certificate_id_of, not_found};
 use certledger_runtime::{
     CallContext, CertificateRepository, Executed, Expect, RepositoryError, SharedClock,
 };
-use futures::{StreamExt, TryStreamExt};
 
 use crate::application::{CSR_FIELD, check_application};
 use crate::service::certificate_id_for_key;
@@ -35,7 +34,6 @@ use crate::service::certificate_id_for_key;
 /// The actor of renewals the service starts or records on its own.
 pub const ACTOR: &str = "order-renewal";
 
-/// Name of the consumer that records renewal outcomes on predecessors.
 /// Event types of a successor that decide its renewal's outcome.
 pub const OUTCOME_EVENTS: &[&str] = &[
     "CertificateIssued",
@@ -365,36 +363,31 @@ pub struct RenewalOutcomes {
 }
 
 impl RenewalOutcomes {
-    /// The outcomes among `events`: up to `concurrency` certificates at once, each
-    /// certificate's events in their order.
+    /// The outcomes among `events`, in `lanes` side by side: a certificate's events in
+    /// one lane ([`lane_of`]), in their order.
     pub async fn handle_all(
         &self,
         events: &[RecordedEvent],
-        concurrency: usize,
+        lanes: usize,
     ) -> Result<(), HandlerError> {
+        let lanes = lanes.max(1);
         // Indices, not references: a closure over borrowed events is not `Send` enough.
-        let mut by_stream: Vec<Vec<usize>> = Vec::new();
-        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut lane_events: Vec<Vec<usize>> = vec![Vec::new(); lanes];
         for (i, event) in events.iter().enumerate() {
-            if !OUTCOME_EVENTS.contains(&event.event_type.as_str()) {
-                continue;
+            if OUTCOME_EVENTS.contains(&event.event_type.as_str()) {
+                lane_events[lane_of(&event.stream_id, lanes)].push(i);
             }
-            let slot = *index.entry(event.stream_id.as_str()).or_insert_with(|| {
-                by_stream.push(Vec::new());
-                by_stream.len() - 1
-            });
-            by_stream[slot].push(i);
         }
-        futures::stream::iter(by_stream)
-            .map(|stream| async move {
-                for i in stream {
+        futures::future::try_join_all(lane_events.into_iter().filter(|l| !l.is_empty()).map(
+            |lane| async move {
+                for i in lane {
                     self.handle(&events[i]).await?;
                 }
-                Ok(())
-            })
-            .buffer_unordered(concurrency.max(1))
-            .try_collect()
-            .await
+                Ok::<(), HandlerError>(())
+            },
+        ))
+        .await
+        .map(|_| ())
     }
 }
 
