@@ -130,8 +130,10 @@ impl Pull {
         })
     }
 
-    /// The next message. An error ends the messages: the caller opens them again.
-    pub(crate) async fn next(&mut self) -> Result<jetstream::Message, PullError> {
+    /// The next message. An error ends the messages: the caller opens them again. Not
+    /// safe to cancel (a request counted may not have been sent): callers take the
+    /// messages through [`Pull::into_stream`], which keeps an unfinished call.
+    async fn next(&mut self) -> Result<jetstream::Message, PullError> {
         let silence = self.request.idle_heartbeat * 2;
         loop {
             if self.owed.wants_more(self.request.batch) {
@@ -273,17 +275,16 @@ mod tests {
             })
             .await?;
         let expires = Duration::from_millis(300);
-        let mut pull = Pull::open(&js, consumer, 4, expires, Duration::from_millis(100)).await?;
-        let publisher = js.clone();
-        let published = tokio::spawn(async move {
-            // Long enough for several requests to expire first.
-            tokio::time::sleep(expires * 5).await;
-            publisher.publish("s.one", "late".into()).await?.await?;
-            anyhow::Ok(())
-        });
-        let message = tokio::time::timeout(Duration::from_secs(20), pull.next()).await??;
+        let pull = Pull::open(&js, consumer, 4, expires, Duration::from_millis(100)).await?;
+        let mut messages = std::pin::pin!(pull.into_stream());
+        // Several requests expire while nothing is published: no message, and no error.
+        let quiet = tokio::time::timeout(expires * 5, messages.next()).await;
+        assert!(quiet.is_err(), "nothing came out: {quiet:?}");
+        js.publish("s.one", "late".into()).await?.await?;
+        let message = tokio::time::timeout(Duration::from_secs(20), messages.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the messages ended"))??;
         assert_eq!(message.payload.as_ref(), b"late");
-        published.await??;
         Ok(())
     }
 }
