@@ -86,6 +86,8 @@ pub struct Settings {
     /// Scenarios 1 and 6: certificates per run and clients (defaults by `quick`).
     pub certificates: Option<usize>,
     pub concurrency: Option<usize>,
+    /// Options added to certd's command line (`--certd-arg`).
+    pub certd_args: Vec<String>,
 }
 
 impl Settings {
@@ -106,7 +108,8 @@ impl Settings {
 }
 
 const USAGE: &str = "usage: certledger-bench [SCENARIO...] [--quick] [--repeats N] \
-[--backend sqlite|postgres|all] [--json PATH] [--certificates N] [--concurrency C]";
+[--backend sqlite|postgres|all] [--json PATH] [--certificates N] [--concurrency C] \
+[--certd-arg ARG]...";
 
 fn help() -> String {
     let mut text = format!("{USAGE}\n\nscenarios (default: all):\n");
@@ -121,6 +124,8 @@ fn help() -> String {
          --certificates N, --concurrency C\n\
          \x20               issuance and footprint: certificates per run, clients in flight\n\
          \x20               (default 2000 and 64; with --quick 10 and 4)\n\
+         --certd-arg ARG one more option of the certd under test, after the bench's own\n\
+         \x20               (repeatable; e.g. --certd-arg --key-store=files)\n\
          \nPostgreSQL: CERTLEDGER_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/test);\n\
          NATS: nats-server on PATH (or NATS_SERVER_BIN).\n",
     );
@@ -134,6 +139,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<Option<Settings>> {
     let mut backends = vec![Backend::Sqlite, Backend::Postgres];
     let mut json = PathBuf::from("target/bench/certledger-bench.json");
     let (mut certificates, mut concurrency) = (None, None);
+    let mut certd_args = Vec::new();
     let positive = |flag: &str, v: String| {
         v.parse::<usize>()
             .ok()
@@ -168,6 +174,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<Option<Settings>> {
                 }
             }
             "--json" => json = PathBuf::from(value("--json")?),
+            "--certd-arg" => certd_args.push(value("--certd-arg")?),
             flag if flag.starts_with('-') => bail!("unknown option {flag}\n{USAGE}"),
             name => {
                 let Some((scenario, _, _)) = SCENARIOS
@@ -195,6 +202,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<Option<Settings>> {
         json,
         certificates,
         concurrency,
+        certd_args,
     }))
 }
 
@@ -268,6 +276,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    stack::add_certd_args(settings.certd_args.clone());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

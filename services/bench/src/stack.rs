@@ -71,7 +71,8 @@ impl Storage {
 
     /// certd's command line for this storage (data directory, database, NATS, schemas,
     /// any free ports, no dashboard, validation NONE allowed, no authentication: the
-    /// bench's clients hold no token, and it measures the pipeline, not token checks).
+    /// bench's clients hold no token, and it measures the pipeline, not token checks),
+    /// then the `--certd-arg`s.
     pub fn certd_args(&self) -> Vec<String> {
         let data = self.dir.as_ref().map(|d| d.path().join("data"));
         let mut args: Vec<String> = [
@@ -99,6 +100,7 @@ impl Storage {
         if let Some(nats) = &self.nats {
             args.extend(["--nats-url".to_owned(), nats.url()]);
         }
+        args.extend(CERTD_ARGS.get().into_iter().flatten().cloned());
         args
     }
 
@@ -108,6 +110,15 @@ impl Storage {
             .context("certd's configuration")?
             .context("certd printed its help")
     }
+}
+
+/// The `--certd-arg`s, added to every certd's command line.
+static CERTD_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Sets the options added to certd's command line (once, before any scenario runs).
+pub fn add_certd_args(args: Vec<String>) {
+    // Only main calls this, once; a second call would change nothing.
+    let _ = CERTD_ARGS.set(args);
 }
 
 /// Order, issuance and the projector, running.
@@ -127,7 +138,7 @@ impl Platform {
         let config = storage.certd_config()?;
         let c = &config.issuance;
         let shutdown = CancellationToken::new();
-        let ca = open_ca(&c.ca, c.kek.clone()).context("opening the CA")?;
+        let ca = open_ca(&c.ca).context("opening the CA")?;
         let log = open_log(&c.database_url, &c.pg_schema)
             .await
             .context("opening the event log")?;

@@ -29,7 +29,7 @@ use crate::keys::PrivateKeyPkcs8;
 const MAGIC: &[u8; 8] = b"CLKEYENC";
 const FORMAT_V1: u8 = 0x01;
 const AAD_PREFIX: &[u8] = b"certledger-ca/keystore/v1\0";
-const KEY_FILE_SUFFIX: &str = ".key";
+pub(crate) const KEY_FILE_SUFFIX: &str = ".key";
 const TMP_SUFFIX: &str = ".tmp";
 /// Key files larger than this are not keys.
 const MAX_KEY_FILE_LEN: u64 = 64 * 1024;
@@ -69,6 +69,25 @@ pub enum KeyStoreError {
         /// The OS error.
         #[source]
         source: io::Error,
+    },
+    /// The key database failed (never with key material: values are bound, not quoted).
+    #[error("key store: cannot {op} {path}: {reason}")]
+    Database {
+        /// What we were doing.
+        op: &'static str,
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's message.
+        reason: String,
+    },
+    /// The directory holds the SQLite store's database: the file store would not see its
+    /// keys.
+    #[error(
+        "the key directory {dir} holds keys.sqlite, written by the sqlite key store: open it with that store (--key-store sqlite)"
+    )]
+    HoldsDatabase {
+        /// The key directory.
+        dir: PathBuf,
     },
     /// A key file readable by group or others.
     #[error("key file {path} has insecure permissions {mode:o} (expected 600)")]
@@ -122,6 +141,61 @@ pub trait KeyStore: Send + Sync {
     fn put(&self, key_id: &str, secret: &PrivateKeyPkcs8) -> Result<(), KeyStoreError>;
     /// Loads the key stored under `key_id`.
     fn get(&self, key_id: &str) -> Result<PrivateKeyPkcs8, KeyStoreError>;
+}
+
+/// Which [`KeyStore`] backend a service opens on its key directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStoreKind {
+    /// [`SqliteKeyStore`](crate::SqliteKeyStore): one database, concurrent writes in one
+    /// transaction; processes on one host only. certd's default.
+    Sqlite,
+    /// [`FileKeyStore`]: a file per key; also on a volume shared by several hosts.
+    Files,
+}
+
+impl KeyStoreKind {
+    /// The configuration names, in the order of the variants.
+    pub const NAMES: [&'static str; 2] = ["sqlite", "files"];
+}
+
+impl std::str::FromStr for KeyStoreKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "sqlite" => Ok(Self::Sqlite),
+            "files" => Ok(Self::Files),
+            _ => Err(format!("expected one of: {}", Self::NAMES.join(", "))),
+        }
+    }
+}
+
+/// How to open a key store: its backend and the key-encryption key, if any.
+#[derive(Debug, Clone)]
+pub struct KeyStoreSettings {
+    /// The backend.
+    pub kind: KeyStoreKind,
+    /// Encrypts new keys at rest (`Debug` redacts it).
+    pub kek: Option<KeyEncryptionKey>,
+}
+
+/// The backend, without a key-encryption key.
+impl From<KeyStoreKind> for KeyStoreSettings {
+    fn from(kind: KeyStoreKind) -> Self {
+        Self { kind, kek: None }
+    }
+}
+
+impl KeyStoreSettings {
+    /// Opens the store in `dir`, creating it if needed.
+    pub fn open(&self, dir: &Path) -> Result<std::sync::Arc<dyn KeyStore>, KeyStoreError> {
+        Ok(match self.kind {
+            KeyStoreKind::Sqlite => {
+                std::sync::Arc::new(crate::SqliteKeyStore::open(dir, self.kek.clone())?)
+            }
+            KeyStoreKind::Files => std::sync::Arc::new(FileKeyStore::open(dir, self.kek.clone())?),
+        })
+    }
 }
 
 /// Checks a key id: 1 to 128 characters of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`.
@@ -281,6 +355,72 @@ fn decrypt(
     Ok(in_out)
 }
 
+/// Creates the key directory (and its parents) if needed and gives it mode `0700`.
+/// A directory that already has that mode is left alone, so a read-only mount opens.
+pub(crate) fn create_key_dir(dir: &Path) -> Result<(), KeyStoreError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err("create directory", dir))?;
+    let mode = fs::metadata(dir)
+        .map_err(io_err("stat", dir))?
+        .permissions()
+        .mode();
+    if mode & 0o777 == 0o700 {
+        return Ok(());
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(io_err("set permissions of", dir))
+}
+
+/// A key as stored: encrypted with `kek` when there is one, otherwise its PKCS#8 PEM.
+pub(crate) fn seal(
+    kek: Option<&KeyEncryptionKey>,
+    key_id: &str,
+    secret: &PrivateKeyPkcs8,
+) -> Result<Zeroizing<Vec<u8>>, KeyStoreError> {
+    match kek {
+        Some(kek) => encrypt(kek, key_id, secret.expose_pkcs8_der()).map(Zeroizing::new),
+        None => {
+            let pem = secret.expose_pkcs8_pem();
+            Ok(Zeroizing::new(pem.as_bytes().to_vec()))
+        }
+    }
+}
+
+/// The key in stored bytes written by [`seal`].
+pub(crate) fn unseal(
+    kek: Option<&KeyEncryptionKey>,
+    key_id: &str,
+    bytes: &[u8],
+) -> Result<PrivateKeyPkcs8, KeyStoreError> {
+    if bytes.starts_with(MAGIC) {
+        let kek = kek.ok_or_else(|| KeyStoreError::MissingKeyEncryptionKey {
+            key_id: key_id.to_string(),
+        })?;
+        let der = decrypt(kek, key_id, bytes)?;
+        return Ok(PrivateKeyPkcs8::from_pkcs8_der(der.to_vec()));
+    }
+    let corrupt = |reason| KeyStoreError::Corrupt {
+        key_id: key_id.to_string(),
+        reason,
+    };
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| corrupt("neither PEM nor an encrypted key"))?;
+    let block = pem::parse(text).map_err(|_| corrupt("neither PEM nor an encrypted key"))?;
+    if block.tag() != "PRIVATE KEY" {
+        return Err(corrupt("PEM block is not a PKCS#8 PRIVATE KEY"));
+    }
+    if kek.is_some() {
+        tracing::warn!(
+            key_id,
+            "key stored in plaintext although a key-encryption key is configured"
+        );
+    }
+    Ok(PrivateKeyPkcs8::from_pkcs8_der(block.into_contents()))
+}
+
 /// One file per key in a directory.
 #[derive(Debug)]
 pub struct FileKeyStore {
@@ -344,7 +484,10 @@ impl DirSync {
     }
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> KeyStoreError + 'a {
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> KeyStoreError + 'a {
     move |source| KeyStoreError::Io {
         op,
         path: path.to_path_buf(),
@@ -355,18 +498,26 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Key
 impl FileKeyStore {
     /// Opens (creating if needed) the key directory with mode `0700` and removes temporary
     /// files left by an interrupted write. With `kek`, new keys are encrypted at rest.
+    /// A directory that holds the SQLite store's database is refused: its keys would be
+    /// missing.
     pub fn open(
         dir: impl Into<PathBuf>,
         kek: Option<KeyEncryptionKey>,
     ) -> Result<Self, KeyStoreError> {
         let dir = dir.into();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io_err("create directory", &dir))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .map_err(io_err("set permissions of", &dir))?;
+        if dir.join(crate::keydb::DATABASE_FILE).exists() {
+            return Err(KeyStoreError::HoldsDatabase { dir });
+        }
+        Self::open_files(dir, kek)
+    }
+
+    /// [`FileKeyStore::open`] without the check for a database (for the SQLite store's
+    /// own reads of key files beside it).
+    pub(crate) fn open_files(
+        dir: PathBuf,
+        kek: Option<KeyEncryptionKey>,
+    ) -> Result<Self, KeyStoreError> {
+        create_key_dir(&dir)?;
         let dir_handle = File::open(&dir).map_err(io_err("open", &dir))?;
         let entries = fs::read_dir(&dir).map_err(io_err("list", &dir))?;
         for entry in entries.flatten() {
@@ -401,51 +552,6 @@ impl FileKeyStore {
     pub fn key_path(&self, key_id: &str) -> Result<PathBuf, KeyStoreError> {
         validate_key_id(key_id)?;
         Ok(self.dir.join(format!("{key_id}{KEY_FILE_SUFFIX}")))
-    }
-
-    fn encode(
-        &self,
-        key_id: &str,
-        secret: &PrivateKeyPkcs8,
-    ) -> Result<Zeroizing<Vec<u8>>, KeyStoreError> {
-        match &self.kek {
-            Some(kek) => encrypt(kek, key_id, secret.expose_pkcs8_der()).map(Zeroizing::new),
-            None => {
-                let pem = secret.expose_pkcs8_pem();
-                Ok(Zeroizing::new(pem.as_bytes().to_vec()))
-            }
-        }
-    }
-
-    fn decode(&self, key_id: &str, bytes: &[u8]) -> Result<PrivateKeyPkcs8, KeyStoreError> {
-        if bytes.starts_with(MAGIC) {
-            let kek = self
-                .kek
-                .as_ref()
-                .ok_or_else(|| KeyStoreError::MissingKeyEncryptionKey {
-                    key_id: key_id.to_string(),
-                })?;
-            let der = decrypt(kek, key_id, bytes)?;
-            return Ok(PrivateKeyPkcs8::from_pkcs8_der(der.to_vec()));
-        }
-        let corrupt = |reason| KeyStoreError::Corrupt {
-            key_id: key_id.to_string(),
-            reason,
-        };
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| corrupt("neither PEM nor an encrypted key file"))?;
-        let block =
-            pem::parse(text).map_err(|_| corrupt("neither PEM nor an encrypted key file"))?;
-        if block.tag() != "PRIVATE KEY" {
-            return Err(corrupt("PEM block is not a PKCS#8 PRIVATE KEY"));
-        }
-        if self.kek.is_some() {
-            tracing::warn!(
-                key_id,
-                "key stored in plaintext although a key-encryption key is configured"
-            );
-        }
-        Ok(PrivateKeyPkcs8::from_pkcs8_der(block.into_contents()))
     }
 
     /// Makes the names linked so far durable (see [`DirSync`]).
@@ -539,7 +645,7 @@ impl KeyStore for FileKeyStore {
     /// by `link(2)`, so an existing key is never replaced — then fsyncs the directory.
     fn put(&self, key_id: &str, secret: &PrivateKeyPkcs8) -> Result<(), KeyStoreError> {
         let path = self.key_path(key_id)?;
-        let contents = self.encode(key_id, secret)?;
+        let contents = seal(self.kek.as_ref(), key_id, secret)?;
         let linked = match self.link_unnamed(&path, &contents)? {
             Some(linked) => linked,
             None => self.link_from_temporary(key_id, &path, &contents)?,
@@ -598,7 +704,7 @@ impl KeyStore for FileKeyStore {
         file.take(MAX_KEY_FILE_LEN)
             .read_to_end(&mut bytes)
             .map_err(io_err("read", &path))?;
-        self.decode(key_id, &bytes)
+        unseal(self.kek.as_ref(), key_id, &bytes)
     }
 }
 
@@ -802,7 +908,7 @@ mod tests {
         let store = FileKeyStore::open(dir.path().join("keys"), None).expect("store");
         let a = PrivateKeyPkcs8::from_pkcs8_der(vec![1, 2, 3]);
         let b = PrivateKeyPkcs8::from_pkcs8_der(vec![4, 5, 6]);
-        let contents = |key| store.encode("unused", key).expect("encode");
+        let contents = |key| seal(None, "unused", key).expect("encode");
         let unnamed = store.key_path("unnamed").expect("path");
         let temporary = store.key_path("temporary").expect("path");
         // This machine's filesystem has unnamed files; elsewhere the fallback is used.

@@ -4,6 +4,8 @@
 //!   and the policy-checked [`SubjectPublicKey`] a certificate is issued for.
 //! * [`keystore`] — the [`KeyStore`] trait; [`FileKeyStore`] (0600 files, atomic writes,
 //!   optional AES-256-GCM at rest) and [`MemoryKeyStore`].
+//! * [`keydb`] — [`SqliteKeyStore`]: keys in one SQLite database, concurrent writes in one
+//!   transaction.
 //! * [`authority`] — the root and intermediate CA: created at first start, persisted,
 //!   reloaded, or imported ([`Authority`]).
 //! * [`csr`] — PKCS#10 inspection ([`inspect_csr_pem`]).
@@ -22,6 +24,7 @@ pub mod authority;
 pub mod csr;
 /// Small DER encoding helpers shared with the revocation service's CRL/OCSP code.
 pub mod der;
+pub mod keydb;
 pub mod keys;
 pub mod keystore;
 pub mod profile;
@@ -33,11 +36,15 @@ pub use authority::{
     INTERMEDIATE_CERT_FILE, ImportMaterial, ROOT_CERT_FILE,
 };
 pub use csr::{CsrError, InspectedCsr, inspect_csr_der, inspect_csr_pem};
+pub use keydb::SqliteKeyStore;
 pub use keys::{
     GeneratedKey, KeyAlgorithm, KeyError, PrivateKeyPkcs8, PublicKeyKind, SubjectPublicKey,
     generate_key,
 };
-pub use keystore::{FileKeyStore, KeyEncryptionKey, KeyStore, KeyStoreError, MemoryKeyStore};
+pub use keystore::{
+    FileKeyStore, KeyEncryptionKey, KeyStore, KeyStoreError, KeyStoreKind, KeyStoreSettings,
+    MemoryKeyStore,
+};
 pub use profile::{
     CertificateUrls, IssuancePolicy, PolicyError, RequestError, SubjectFields,
     cabf_max_validity_days,

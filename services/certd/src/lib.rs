@@ -88,6 +88,8 @@ pub const OWN_FLAGS: &[Flag] = &[
         "directory of the embedded databases, the CA (ca/) and the key store (keys/)",
     )
     .default(DEFAULT_DATA_DIR),
+    // One process: its keys are stored in one database, many in one transaction.
+    certledger_runtime::keystore::KEY_STORE_FLAG.default("sqlite"),
     Flag::value(
         "database-url",
         "CERTLEDGER_DATABASE_URL",
@@ -451,7 +453,7 @@ pub const GRPC_SERVICES: &[&str] = &[
 /// Starts everything in the background; stops when `shutdown` is cancelled.
 pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow::Result<Certd> {
     let c = &config.issuance;
-    let ca = open_ca(&c.ca, c.kek.clone()).context("opening the CA (--data-dir)")?;
+    let ca = open_ca(&c.ca).context("opening the CA (--data-dir)")?;
     let log = open_log(&c.database_url, &c.pg_schema)
         .await
         .context("opening the event log (--database-url)")?;
@@ -681,6 +683,7 @@ mod tests {
         );
         assert!(c.issuance.issuer.allow_no_validation && c.no_validation_by_default);
         assert!(c.issuance.nats_url.is_none());
+        assert_eq!(c.issuance.ca.keys.kind, certledger_ca::KeyStoreKind::Sqlite);
         assert_eq!(
             c.revocation_http_listen.to_string(),
             DEFAULT_REVOCATION_HTTP_LISTEN

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use certledger_ca::KeyEncryptionKey;
+use certledger_ca::KeyStoreSettings;
 use certledger_runtime::config::{Args, ConfigError, Flag};
 use certledger_runtime::server::{DEFAULT_MAX_REQUEST_BYTES, ServerOptions};
 
@@ -46,17 +46,9 @@ pub const FLAGS: &[Flag] = &[
         "CERTLEDGER_KEY_DIR",
         "the issuance service's key store directory (<issuance data-dir>/keys): generated certificate keys are read from it",
     ),
-    Flag::value(
-        "kek-file",
-        "CERTLEDGER_KEK_FILE",
-        "file holding the key store's key-encryption key (64 hex digits)",
-    ),
-    Flag::value(
-        "kek",
-        "CERTLEDGER_KEK",
-        "the key-encryption key itself (64 hex digits); prefer --kek-file",
-    )
-    .secret(),
+    certledger_runtime::keystore::KEY_STORE_FLAG,
+    certledger_runtime::keystore::KEK_FILE_FLAG,
+    certledger_runtime::keystore::KEK_FLAG,
     Flag::value(
         "secrets-dir",
         "CERTLEDGER_DEPLOYMENT_SECRETS_DIR",
@@ -120,8 +112,8 @@ pub struct DeploymentConfig {
     pub listen: SocketAddr,
     /// The key store directory.
     pub key_dir: PathBuf,
-    /// The key store's key-encryption key.
-    pub kek: Option<KeyEncryptionKey>,
+    /// How the key store is opened (backend, key-encryption key).
+    pub keys: KeyStoreSettings,
     /// The webhook secrets directory.
     pub secrets_dir: PathBuf,
     /// Drift probe interval (`None`: off).
@@ -143,7 +135,7 @@ impl std::fmt::Debug for DeploymentConfig {
             .field("pg_schema", &self.pg_schema)
             .field("nats_url", &self.nats_url)
             .field("key_dir", &self.key_dir)
-            .field("kek", &self.kek.as_ref().map(|_| "<configured>"))
+            .field("keys", &self.keys)
             .field("secrets_dir", &self.secrets_dir)
             .field("drift_interval", &self.drift_interval)
             .finish_non_exhaustive()
@@ -170,20 +162,7 @@ impl DeploymentConfig {
             .parsed::<SocketAddr>("listen")?
             .ok_or_else(|| args.error("listen", "is required"))?;
         let key_dir = PathBuf::from(args.required("key-dir")?);
-        let kek = match (args.value("kek-file"), args.value("kek")) {
-            (Some(_), Some(_)) => {
-                return Err(args.error("kek", "give either --kek-file or --kek, not both"));
-            }
-            (Some(path), None) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| args.error("kek-file", format!("cannot read {path}: {e}")))?;
-                Some(KeyEncryptionKey::from_hex(&text).map_err(|e| args.error("kek-file", e))?)
-            }
-            (None, Some(hex)) => {
-                Some(KeyEncryptionKey::from_hex(hex).map_err(|e| args.error("kek", e))?)
-            }
-            (None, None) => None,
-        };
+        let keys = certledger_runtime::keystore::key_store_settings(args)?;
         let secrets_dir = match args.value("secrets-dir") {
             Some(dir) => PathBuf::from(dir),
             None => key_dir
@@ -221,7 +200,7 @@ impl DeploymentConfig {
             relay,
             listen,
             key_dir,
-            kek,
+            keys,
             secrets_dir,
             drift_interval,
             reactions,
@@ -264,6 +243,18 @@ mod tests {
             PathBuf::from("/var/lib/certledger/deployment-secrets")
         );
         assert_eq!(c.drift_interval, Some(Duration::from_secs(300)));
+        assert_eq!(c.keys.kind, certledger_ca::KeyStoreKind::Files);
+        let e = config(&[
+            "--database-url",
+            "sqlite::memory:",
+            "--key-dir",
+            "/k",
+            "--key-store",
+            "redis",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("key-store"), "{e}");
+        assert!(e.to_string().contains("sqlite, files"), "{e}");
         let c = config(&[
             "--database-url",
             "sqlite::memory:",

@@ -4,9 +4,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use certledger_ca::FileKeyStore;
 use certledger_deployment::config::{DeploymentConfig, FLAGS};
 use certledger_deployment::{DeploymentSetup, SecretStore, start};
 use certledger_runtime::config::service_main;
@@ -31,7 +29,9 @@ async fn run(mut config: DeploymentConfig) -> anyhow::Result<()> {
     use anyhow::Context;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
-    let keys = FileKeyStore::open(&config.key_dir, config.kek.clone())
+    let keys = config
+        .keys
+        .open(&config.key_dir)
         .context("opening the key store (--key-dir)")?;
     let secrets = SecretStore::open(&config.secrets_dir)
         .context("opening the webhook secrets directory (--secrets-dir)")?;
@@ -62,7 +62,7 @@ async fn run(mut config: DeploymentConfig) -> anyhow::Result<()> {
         DeploymentSetup {
             log,
             source,
-            keys: Arc::new(keys),
+            keys,
             secrets,
             settings: config.deployer.clone(),
             drift_interval: config.drift_interval,

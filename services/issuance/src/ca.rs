@@ -1,14 +1,15 @@
 //! Opening the built-in CA from the data directory: `<data>/ca/` holds `root.pem` and
 //! `intermediate.pem`, `<data>/keys/` the key store (CA keys and generated certificate
-//! keys; files 0600, encrypted at rest when a key-encryption key is configured). The CA is
+//! keys; `keys.sqlite` or a file per key, both 0600, encrypted at rest when a
+//! key-encryption key is configured). The CA is
 //! created at first start and reloaded afterwards.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use certledger_ca::{
-    Authority, AuthorityConfig, AuthorityError, CertificateUrls, FileKeyStore, IssuancePolicy,
-    KeyEncryptionKey, KeyStore, KeyStoreError,
+    Authority, AuthorityConfig, AuthorityError, CertificateUrls, IssuancePolicy, KeyStore,
+    KeyStoreError, KeyStoreSettings,
 };
 
 /// How to open the CA.
@@ -20,6 +21,8 @@ pub struct CaSettings {
     pub policy: IssuancePolicy,
     /// CRL and OCSP URLs written into certificates.
     pub urls: CertificateUrls,
+    /// The key store's backend and key-encryption key.
+    pub keys: KeyStoreSettings,
 }
 
 impl CaSettings {
@@ -95,23 +98,25 @@ pub struct CaImport {
 }
 
 /// Opens (or creates) the CA in `settings.data_dir`.
-pub fn open_ca(settings: &CaSettings, kek: Option<KeyEncryptionKey>) -> Result<OpenedCa, CaError> {
-    open_or_import_ca(settings, kek, None)
+pub fn open_ca(settings: &CaSettings) -> Result<OpenedCa, CaError> {
+    open_or_import_ca(settings, None)
 }
 
 /// Opens the CA in `settings.data_dir`; at first start it is imported from `import` when
 /// given, else created. Once the CA exists, `import` is ignored (it is never replaced).
 pub fn open_or_import_ca(
     settings: &CaSettings,
-    kek: Option<KeyEncryptionKey>,
     import: Option<&CaImport>,
 ) -> Result<OpenedCa, CaError> {
     create_dir(&settings.data_dir)?;
     let key_dir = settings.key_dir();
-    let keys = FileKeyStore::open(&key_dir, kek).map_err(|source| CaError::KeyStore {
-        dir: key_dir.clone(),
-        source,
-    })?;
+    let keys = settings
+        .keys
+        .open(&key_dir)
+        .map_err(|source| CaError::KeyStore {
+            dir: key_dir.clone(),
+            source,
+        })?;
     let cert_dir = settings.cert_dir();
     let mut config = AuthorityConfig::new(&cert_dir);
     config.policy = settings.policy.clone();
@@ -120,13 +125,13 @@ pub fn open_or_import_ca(
     let authority = match import {
         Some(import) if !cert_dir.join("root.pem").exists() => Authority::import_files(
             &config,
-            &keys,
+            &*keys,
             &import.root_cert,
             &import.intermediate_cert,
             &import.intermediate_key,
             now,
         ),
-        _ => Authority::open_or_create(&config, &keys, now),
+        _ => Authority::open_or_create(&config, &*keys, now),
     }
     .map_err(|source| CaError::Authority {
         dir: cert_dir,
@@ -136,12 +141,13 @@ pub fn open_or_import_ca(
         origin = ?authority.origin(),
         root = %authority.root().subject,
         intermediate = %authority.intermediate().subject,
-        keys_encrypted = keys.encrypts_at_rest(),
+        key_store = ?settings.keys.kind,
+        keys_encrypted = settings.keys.kek.is_some(),
         "CA ready"
     );
     Ok(OpenedCa {
         authority: Arc::new(authority),
-        keys: Arc::new(keys),
+        keys,
     })
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use certledger_ca::{CertificateUrls, IssuancePolicy, KeyEncryptionKey};
+use certledger_ca::{CertificateUrls, IssuancePolicy};
 use certledger_runtime::config::{Args, ConfigError, Flag};
 use certledger_runtime::server::{DEFAULT_MAX_REQUEST_BYTES, ServerOptions};
 
@@ -49,17 +49,9 @@ pub const FLAGS: &[Flag] = &[
         "CERTLEDGER_DATA_DIR",
         "directory of the CA certificates (ca/) and the key store (keys/)",
     ),
-    Flag::value(
-        "kek-file",
-        "CERTLEDGER_KEK_FILE",
-        "file holding the key-encryption key (64 hex digits); keys are then encrypted at rest",
-    ),
-    Flag::value(
-        "kek",
-        "CERTLEDGER_KEK",
-        "the key-encryption key itself (64 hex digits); prefer --kek-file",
-    )
-    .secret(),
+    certledger_runtime::keystore::KEY_STORE_FLAG,
+    certledger_runtime::keystore::KEK_FILE_FLAG,
+    certledger_runtime::keystore::KEK_FLAG,
     Flag::value(
         "import-root-cert",
         "CERTLEDGER_IMPORT_ROOT_CERT",
@@ -190,8 +182,6 @@ pub struct IssuanceConfig {
     pub listen: SocketAddr,
     /// The CA.
     pub ca: CaSettings,
-    /// The key-encryption key, if configured.
-    pub kek: Option<KeyEncryptionKey>,
     /// An existing CA to import at first start, instead of creating one.
     pub import: Option<CaImport>,
     /// Issuer behaviour.
@@ -211,7 +201,6 @@ impl std::fmt::Debug for IssuanceConfig {
             .field("nats", &self.nats_url.is_some())
             .field("listen", &self.listen)
             .field("ca", &self.ca)
-            .field("kek", &self.kek.as_ref().map(|_| "<configured>"))
             .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
@@ -243,20 +232,7 @@ impl IssuanceConfig {
             .ok_or_else(|| args.error("listen", "is required"))?;
         let data_dir = PathBuf::from(args.required("data-dir")?);
 
-        let kek = match (args.value("kek-file"), args.value("kek")) {
-            (Some(_), Some(_)) => {
-                return Err(args.error("kek", "give either --kek-file or --kek, not both"));
-            }
-            (Some(path), None) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| args.error("kek-file", format!("cannot read {path}: {e}")))?;
-                Some(KeyEncryptionKey::from_hex(&text).map_err(|e| args.error("kek-file", e))?)
-            }
-            (None, Some(hex)) => {
-                Some(KeyEncryptionKey::from_hex(hex).map_err(|e| args.error("kek", e))?)
-            }
-            (None, None) => None,
-        };
+        let keys = certledger_runtime::keystore::key_store_settings(args)?;
 
         let import = match (
             args.value("import-root-cert"),
@@ -387,8 +363,8 @@ impl IssuanceConfig {
                 data_dir,
                 policy,
                 urls,
+                keys,
             },
-            kek,
             import,
             issuer,
             recover: args.switch("recover")?,

@@ -1137,14 +1137,12 @@ mod tests {
     #[tokio::test]
     async fn validation_none_records_key_validation_and_intent_in_one_append() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = open_ca(
-            &CaSettings {
-                data_dir: dir.path().to_path_buf(),
-                policy: IssuancePolicy::default(),
-                urls: CertificateUrls::default(),
-            },
-            None,
-        )
+        let ca = open_ca(&CaSettings {
+            data_dir: dir.path().to_path_buf(),
+            policy: IssuancePolicy::default(),
+            urls: CertificateUrls::default(),
+            keys: certledger_ca::KeyStoreKind::Sqlite.into(),
+        })
         .unwrap();
         let log = certledger_eventlog::connect("sqlite::memory:")
             .await

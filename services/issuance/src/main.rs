@@ -28,7 +28,7 @@ async fn run(mut config: IssuanceConfig) -> anyhow::Result<()> {
     use anyhow::Context;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
-    let ca = open_or_import_ca(&config.ca, config.kek.clone(), config.import.as_ref())
+    let ca = open_or_import_ca(&config.ca, config.import.as_ref())
         .context("opening the CA (--data-dir, --import-*)")?;
     let log = open_log(&config.database_url, &config.pg_schema)
         .await

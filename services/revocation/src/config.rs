@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use certledger_ca::KeyEncryptionKey;
+use certledger_ca::KeyStoreSettings;
 use certledger_runtime::config::{Args, ConfigError, Flag};
 use certledger_runtime::server::{DEFAULT_MAX_REQUEST_BYTES, ServerOptions};
 
@@ -54,17 +54,9 @@ pub const FLAGS: &[Flag] = &[
         "CERTLEDGER_DATA_DIR",
         "the issuance service's data directory: CA certificates (ca/) and key store (keys/); only read",
     ),
-    Flag::value(
-        "kek-file",
-        "CERTLEDGER_KEK_FILE",
-        "file holding the key-encryption key of the key store (64 hex digits)",
-    ),
-    Flag::value(
-        "kek",
-        "CERTLEDGER_KEK",
-        "the key-encryption key itself (64 hex digits); prefer --kek-file",
-    )
-    .secret(),
+    certledger_runtime::keystore::KEY_STORE_FLAG,
+    certledger_runtime::keystore::KEK_FILE_FLAG,
+    certledger_runtime::keystore::KEK_FLAG,
     Flag::value(
         "issuer-id",
         "CERTLEDGER_ISSUER_ID",
@@ -124,8 +116,8 @@ pub struct RevocationConfig {
     pub http_listen: SocketAddr,
     /// The CA's data directory.
     pub data_dir: PathBuf,
-    /// The key-encryption key, if configured.
-    pub kek: Option<KeyEncryptionKey>,
+    /// How the key store is opened (backend, key-encryption key).
+    pub keys: KeyStoreSettings,
     /// The issuer id.
     pub issuer_id: String,
     /// CRL validity and refresh.
@@ -146,7 +138,7 @@ impl std::fmt::Debug for RevocationConfig {
             .field("listen", &self.listen)
             .field("http_listen", &self.http_listen)
             .field("data_dir", &self.data_dir)
-            .field("kek", &self.kek.as_ref().map(|_| "<configured>"))
+            .field("keys", &self.keys)
             .field("issuer_id", &self.issuer_id)
             .field("publisher", &self.publisher)
             .finish_non_exhaustive()
@@ -180,20 +172,7 @@ impl RevocationConfig {
             .parsed::<SocketAddr>("http-listen")?
             .ok_or_else(|| args.error("http-listen", "is required"))?;
         let data_dir = PathBuf::from(args.required("data-dir")?);
-        let kek = match (args.value("kek-file"), args.value("kek")) {
-            (Some(_), Some(_)) => {
-                return Err(args.error("kek", "give either --kek-file or --kek, not both"));
-            }
-            (Some(path), None) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| args.error("kek-file", format!("cannot read {path}: {e}")))?;
-                Some(KeyEncryptionKey::from_hex(&text).map_err(|e| args.error("kek-file", e))?)
-            }
-            (None, Some(hex)) => {
-                Some(KeyEncryptionKey::from_hex(hex).map_err(|e| args.error("kek", e))?)
-            }
-            (None, None) => None,
-        };
+        let keys = certledger_runtime::keystore::key_store_settings(args)?;
         let issuer_id = args.required("issuer-id")?.to_owned();
         if issuer_id.is_empty()
             || issuer_id.len() > 64
@@ -252,7 +231,7 @@ impl RevocationConfig {
             listen,
             http_listen,
             data_dir,
-            kek,
+            keys,
             issuer_id,
             publisher: PublisherSettings { crl, refresh },
             ocsp,
@@ -292,7 +271,7 @@ mod tests {
         assert_eq!(c.publisher.crl.validity, time::Duration::days(7));
         assert_eq!(c.publisher.refresh, Duration::from_secs(86400));
         assert_eq!(c.ocsp.validity, time::Duration::hours(12));
-        assert!(c.kek.is_none());
+        assert!(c.keys.kek.is_none());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use certledger_ca::{Authority, AuthorityConfig, FileKeyStore};
+use certledger_ca::{Authority, AuthorityConfig};
 use certledger_revocation::config::{FLAGS, RevocationConfig};
 use certledger_revocation::{HttpConfig, IssuerSigner, RevocationSetup, start};
 use certledger_runtime::config::service_main;
@@ -32,11 +32,13 @@ fn open_signer(config: &RevocationConfig) -> anyhow::Result<IssuerSigner> {
     use anyhow::Context;
     let key_dir = config.data_dir.join("keys");
     let cert_dir = config.data_dir.join("ca");
-    let keys = FileKeyStore::open(&key_dir, config.kek.clone())
+    let keys = config
+        .keys
+        .open(&key_dir)
         .with_context(|| format!("key store at {}", key_dir.display()))?;
     let authority = Authority::load(
         &AuthorityConfig::new(&cert_dir),
-        &keys,
+        &*keys,
         time::OffsetDateTime::now_utc(),
     )
     .with_context(|| {
@@ -45,7 +47,7 @@ fn open_signer(config: &RevocationConfig) -> anyhow::Result<IssuerSigner> {
             cert_dir.display()
         )
     })?;
-    IssuerSigner::from_authority(&authority, &keys).context("the intermediate CA")
+    IssuerSigner::from_authority(&authority, &*keys).context("the intermediate CA")
 }
 
 async fn run(mut config: RevocationConfig) -> anyhow::Result<()> {

@@ -47,14 +47,13 @@ fn refuses_a_data_dir_without_a_ca_and_creates_none() {
 async fn serves_a_verifiable_crl_and_ocsp_from_the_issuance_data_dir() {
     let db = TestDb::postgres().await.expect("test database");
     let data = tempfile::tempdir().unwrap();
-    let ca = open_ca(
-        &CaSettings {
-            data_dir: data.path().to_path_buf(),
-            policy: IssuancePolicy::default(),
-            urls: CertificateUrls::default(),
-        },
-        None,
-    )
+    let ca = open_ca(&CaSettings {
+        data_dir: data.path().to_path_buf(),
+        policy: IssuancePolicy::default(),
+        urls: CertificateUrls::default(),
+        // The revocation binary opens the key store as the issuance service does by default.
+        keys: certledger_ca::KeyStoreKind::Files.into(),
+    })
     .unwrap();
     let work = tempfile::tempdir().unwrap();
     let work = work.path();

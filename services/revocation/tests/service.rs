@@ -53,18 +53,16 @@ struct Stack {
 async fn start_stack(db: &TestDb, http_addr: SocketAddr) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let base = format!("http://{http_addr}");
-    let ca: OpenedCa = open_ca(
-        &CaSettings {
-            data_dir: dir.path().to_path_buf(),
-            policy: IssuancePolicy::default(),
-            urls: CertificateUrls {
-                crl_distribution_point: Some(format!("{base}/crl/builtin.crl")),
-                ocsp: Some(format!("{base}/ocsp")),
-                ca_issuers: None,
-            },
+    let ca: OpenedCa = open_ca(&CaSettings {
+        data_dir: dir.path().to_path_buf(),
+        policy: IssuancePolicy::default(),
+        urls: CertificateUrls {
+            crl_distribution_point: Some(format!("{base}/crl/builtin.crl")),
+            ocsp: Some(format!("{base}/ocsp")),
+            ca_issuers: None,
         },
-        None,
-    )
+        keys: certledger_ca::KeyStoreKind::Sqlite.into(),
+    })
     .expect("open CA");
     let signer = Arc::new(IssuerSigner::from_authority(&ca.authority, ca.keys.as_ref()).unwrap());
     let root_pem = ca.authority.root().pem.clone();

@@ -31,6 +31,7 @@ pub mod context;
 pub mod convert;
 pub mod csr;
 pub mod events;
+pub mod keystore;
 pub mod repository;
 pub mod server;
 pub mod status;

@@ -3,10 +3,9 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use certledger_ca::{CertificateUrls, FileKeyStore, IssuancePolicy};
+use certledger_ca::{CertificateUrls, IssuancePolicy};
 use certledger_deployment::{
     DeployerSettings, DeploymentSetup, SecretStore, StartedDeployment, served_fingerprint,
 };
@@ -69,8 +68,9 @@ pub async fn start_stack_with(
         data_dir: dir.path().join("issuance"),
         policy: IssuancePolicy::default(),
         urls: CertificateUrls::default(),
+        keys: certledger_ca::KeyStoreKind::Sqlite.into(),
     };
-    let ca = open_ca(&ca_settings, None).expect("open CA");
+    let ca = open_ca(&ca_settings).expect("open CA");
     let list = match &renewal {
         Some(_) => Some((
             CertificateList::open(&db.url, &db.schema)
@@ -121,14 +121,18 @@ pub async fn start_stack_with(
     )
     .await
     .expect("issuance service");
-    let keys = FileKeyStore::open(ca_settings.key_dir(), None).expect("key store");
+    // The deployment service opens the issuance service's key store of its own.
+    let keys = ca_settings
+        .keys
+        .open(&ca_settings.key_dir())
+        .expect("key store");
     let deployment = certledger_deployment::start(
         DeploymentSetup {
             log: db.log.clone(),
             source: Some(EventSource::SqlTail {
                 log: db.log.clone(),
             }),
-            keys: Arc::new(keys),
+            keys,
             secrets: SecretStore::open(dir.path().join("deployment-secrets")).expect("secrets"),
             settings: DeployerSettings {
                 verify_deadline: Duration::from_secs(10),

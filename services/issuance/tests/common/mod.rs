@@ -36,18 +36,16 @@ pub const OCSP_URL: &str = "http://ocsp.certledger.test/ocsp";
 
 /// A CA in a temporary directory, with CRL and OCSP URLs.
 pub fn test_ca(dir: &Path) -> OpenedCa {
-    open_ca(
-        &CaSettings {
-            data_dir: dir.to_path_buf(),
-            policy: IssuancePolicy::default(),
-            urls: CertificateUrls {
-                crl_distribution_point: Some(CRL_URL.into()),
-                ocsp: Some(OCSP_URL.into()),
-                ca_issuers: None,
-            },
+    open_ca(&CaSettings {
+        data_dir: dir.to_path_buf(),
+        policy: IssuancePolicy::default(),
+        urls: CertificateUrls {
+            crl_distribution_point: Some(CRL_URL.into()),
+            ocsp: Some(OCSP_URL.into()),
+            ca_issuers: None,
         },
-        None,
-    )
+        keys: certledger_ca::KeyStoreKind::Sqlite.into(),
+    })
     .expect("open CA")
 }
 
