@@ -595,14 +595,11 @@ impl Issuer {
         let key_id = key_id_for(certificate_id);
         let keys = self.keys.clone();
         let id = key_id.clone();
-        // A key stored by an attempt that died before recording it is reused.
+        // A key stored by an attempt that died before recording it is reused: the store
+        // refuses the new one, and the stored one is read. (Reading first would cost
+        // every key a read for the rare retry.)
         let generated =
             tokio::task::spawn_blocking(move || -> Result<SubjectPublicKey, KeyOutcome> {
-                match keys.get(&id) {
-                    Ok(existing) => return public_of(&existing, ca_alg),
-                    Err(KeyStoreError::NotFound { .. }) => {}
-                    Err(e) => return Err(KeyOutcome::Transient(e.to_string())),
-                }
                 let key = generate_key(ca_alg).map_err(|e| KeyOutcome::Failed(e.to_string()))?;
                 match keys.put(&id, &key.private_key) {
                     Ok(()) => Ok(key.public_key),
@@ -1134,11 +1131,19 @@ mod tests {
 
     use crate::ca::{CaSettings, open_ca};
 
-    #[tokio::test]
-    async fn validation_none_records_key_validation_and_intent_in_one_append() {
-        let dir = tempfile::tempdir().unwrap();
+    /// An issuer on a new CA and an in-memory log, with a certificate `id` ordered
+    /// (validation NONE, a P-256 key to generate) and not yet advanced.
+    async fn ordered(
+        dir: &std::path::Path,
+        id: &str,
+    ) -> (
+        Issuer,
+        CertificateRepository,
+        Arc<dyn certledger_eventlog::EventLog>,
+        Arc<dyn KeyStore>,
+    ) {
         let ca = open_ca(&CaSettings {
-            data_dir: dir.path().to_path_buf(),
+            data_dir: dir.to_path_buf(),
             policy: IssuancePolicy::default(),
             urls: CertificateUrls::default(),
             keys: certledger_ca::KeyStoreKind::Sqlite.into(),
@@ -1151,17 +1156,15 @@ mod tests {
         let issuer = Issuer::new(
             repo.clone(),
             ca.authority,
-            ca.keys,
+            ca.keys.clone(),
             IssuerSettings {
                 allow_no_validation: true,
                 ..IssuerSettings::default()
             },
         );
-        let ctx = CallContext::system("test");
-        let id = "c1";
         repo.execute(
             id,
-            &ctx,
+            &CallContext::system("test"),
             Expect::Any,
             PlaceOrder {
                 certificate_id: id.into(),
@@ -1189,6 +1192,15 @@ mod tests {
         )
         .await
         .unwrap();
+        (issuer, repo, log, ca.keys)
+    }
+
+    #[tokio::test]
+    async fn validation_none_records_key_validation_and_intent_in_one_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "c1";
+        let (issuer, repo, log, _) = ordered(dir.path(), id).await;
+        let ctx = CallContext::system("test");
         assert_eq!(issuer.advance(id, &ctx).await.unwrap(), None);
         let events = log.read_stream("certificate-c1", 0).await.unwrap();
         let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
@@ -1224,5 +1236,28 @@ mod tests {
             assert_eq!(wake, None);
         }
         assert_eq!(log.read_stream("certificate-c1", 0).await.unwrap().len(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_key_stored_by_an_attempt_that_died_is_the_one_certified() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "c2";
+        let (issuer, repo, _, keys) = ordered(dir.path(), id).await;
+        // An earlier attempt stored the key, then died before recording it.
+        let earlier = certledger_ca::generate_key(certledger_ca::KeyAlgorithm::EcdsaP256).unwrap();
+        keys.put(&key_id_for(id), &earlier.private_key).unwrap();
+        let ctx = CallContext::system("test");
+        assert_eq!(issuer.advance(id, &ctx).await.unwrap(), None);
+        let state = repo.load(id, None).await.unwrap().state;
+        assert_eq!(state.status, Status::Issued);
+        assert_eq!(
+            state.key.unwrap().public_key_sha256,
+            earlier.public_key.spki_sha256_hex()
+        );
+        assert!(
+            keys.get(&key_id_for(id))
+                .unwrap()
+                .ct_eq(&earlier.private_key)
+        );
     }
 }
