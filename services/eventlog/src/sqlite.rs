@@ -188,17 +188,10 @@ impl SqliteEventLog {
             .foreign_keys(true)
             .busy_timeout(options.sqlite_busy_timeout)
             .synchronous(SqliteSynchronous::Full);
-        let pool_options = if in_memory {
-            // An in-memory database lives as long as a connection to it: keep exactly one.
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-        } else {
+        if !in_memory {
             connect_options = connect_options.journal_mode(SqliteJournalMode::Wal);
-            SqlitePoolOptions::new().max_connections(options.max_connections)
-        };
+        }
+        let pool_options = pool_options(in_memory, options.max_connections);
         let filename = connect_options.get_filename().to_owned();
         // Switching a new file to WAL needs a lock that SQLite does not wait for with the
         // busy timeout: several processes opening one file at once can get SQLITE_BUSY
@@ -398,6 +391,24 @@ impl Readers {
 
     fn close(&self) {
         self.lock().take();
+    }
+}
+
+/// sqlx's pool for a SQLite database: for `:memory:` exactly one connection, kept for
+/// ever (the database lives as long as a connection to it); for a file at most
+/// `max_connections`. No ping before a connection is handed out: a connection to a local
+/// file does not go stale, and sqlx's ping is a round trip to the connection's worker
+/// thread on every acquire.
+pub fn pool_options(in_memory: bool, max_connections: u32) -> SqlitePoolOptions {
+    let options = SqlitePoolOptions::new().test_before_acquire(false);
+    if in_memory {
+        options
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        options.max_connections(max_connections)
     }
 }
 

@@ -30,9 +30,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use tonic::Status as GrpcStatus;
 
 use crate::renewal::RenewalSettings;
@@ -234,13 +232,7 @@ impl CertificateList {
             let mut options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .busy_timeout(std::time::Duration::from_secs(30));
-            let pool_options = if in_memory {
-                SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-            } else {
+            if !in_memory {
                 // The table is derived from the log: its commits need no fsync of their own.
                 // The consumer's checkpoint, saved afterwards in the same file, is committed
                 // with a full sync, and the WAL is written in order, so a durable checkpoint
@@ -248,10 +240,11 @@ impl CertificateList {
                 options = options
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal);
-                SqlitePoolOptions::new().max_connections(4)
-            };
+            }
             let file = options.get_filename().to_owned();
-            let pool = pool_options.connect_with(options).await?;
+            let pool = certledger_eventlog::sqlite::pool_options(in_memory, 4)
+                .connect_with(options)
+                .await?;
             // After connecting: the file exists, and its canonical path names the gate.
             let gate = if in_memory {
                 WriteGate::private()

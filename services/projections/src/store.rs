@@ -8,8 +8,7 @@ use std::time::Duration;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Postgres, Row, Sqlite, Transaction};
 
@@ -253,20 +252,14 @@ impl ProjectionStore {
                 .create_if_missing(true)
                 .busy_timeout(options.sqlite_busy_timeout)
                 .synchronous(SqliteSynchronous::Normal);
-            let pool_options = if in_memory {
-                SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-            } else {
+            if !in_memory {
                 connect = connect.journal_mode(SqliteJournalMode::Wal);
-                SqlitePoolOptions::new().max_connections(options.max_connections)
-            };
-            let pool = pool_options
-                .connect_with(connect)
-                .await
-                .map_err(ProjectionError::db(format!("{what}: open")))?;
+            }
+            let pool =
+                certledger_eventlog::sqlite::pool_options(in_memory, options.max_connections)
+                    .connect_with(connect)
+                    .await
+                    .map_err(ProjectionError::db(format!("{what}: open")))?;
             ProjectionStore {
                 pool: Db::Sqlite(pool),
                 label: format!("SQLite {url}"),
