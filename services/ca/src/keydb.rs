@@ -300,3 +300,68 @@ impl KeyStore for SqliteKeyStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::keys::{KeyAlgorithm, generate_key};
+
+    /// Frames in the write-ahead log (not reset while nothing checkpoints it): every
+    /// commit adds the pages it changed.
+    fn wal_frames(store: &SqliteKeyStore) -> i64 {
+        lock(&store.writer)
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+            .expect("checkpoint")
+    }
+
+    #[test]
+    fn puts_that_wait_for_a_commit_share_the_next_one() {
+        const PUTS: usize = 16;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteKeyStore::open(dir.path(), None).expect("open");
+        let keys: Vec<PrivateKeyPkcs8> = (0..PUTS)
+            .map(|_| {
+                generate_key(KeyAlgorithm::EcdsaP256)
+                    .expect("key")
+                    .private_key
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            // The first put to lead a commit waits for the writer connection, held here,
+            // while the others queue behind it.
+            let writer = lock(&store.writer);
+            let puts: Vec<_> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, key)| {
+                    let store = &store;
+                    scope.spawn(move || store.put(&format!("k{i}"), key))
+                })
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let group = lock(&store.group);
+                if group.committing && group.waiting.len() == PUTS - 1 {
+                    break;
+                }
+                drop(group);
+                assert!(Instant::now() < deadline, "the puts never queued");
+                std::thread::yield_now();
+            }
+            drop(writer);
+            for put in puts {
+                put.join().expect("put thread").expect("put");
+            }
+        });
+        for (i, key) in keys.iter().enumerate() {
+            assert!(store.get(&format!("k{i}")).expect("get").ct_eq(key));
+        }
+        // The log holds the table's creation and two commits (the leader's key, then the
+        // fifteen that queued), a few pages each; a commit per key would add at least one
+        // frame per key.
+        let frames = wal_frames(&store);
+        assert!(frames < 8, "{frames} WAL frames for {PUTS} keys");
+    }
+}
