@@ -83,7 +83,7 @@ struct Sample {
 }
 
 async fn measure(backend: Backend, settings: &Settings) -> anyhow::Result<Sample> {
-    let storage = Storage::new(backend).await?;
+    let storage = Storage::new(backend, &settings.certd_args).await?;
     let exe = std::env::current_exe().context("locating this binary")?;
     let mut child = tokio::process::Command::new(exe)
         .arg(CHILD_ARG)

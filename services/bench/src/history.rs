@@ -46,10 +46,11 @@ pub struct Template {
 }
 
 impl Template {
-    /// Orders one certificate on an in-process platform (SQLite) and keeps its events.
+    /// Orders one certificate on an in-process platform (SQLite, certd's defaults) and
+    /// keeps its events.
     pub async fn record() -> anyhow::Result<Self> {
         step("recording a template certificate (order and issue one for real)");
-        let storage = Storage::new(Backend::Sqlite).await?;
+        let storage = Storage::new(Backend::Sqlite, &[]).await?;
         let platform = Platform::start(&storage).await?;
         drive(
             &platform.order_url,

@@ -320,7 +320,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Vec<Figure>> {
     ));
     for (backend, _) in settings.runs("issuance") {
         for mode in KeyMode::ALL {
-            figures.extend(run_one(backend, mode, n, concurrency).await?);
+            figures.extend(run_one(backend, mode, n, concurrency, &settings.certd_args).await?);
         }
     }
     Ok(figures)
@@ -332,13 +332,14 @@ async fn run_one(
     mode: KeyMode,
     n: usize,
     concurrency: usize,
+    certd_args: &[String],
 ) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
     if mode == KeyMode::Csr {
         step(format!("  {n} client keys and CSRs"));
     }
     let applications = applications(n, mode)?;
-    let storage = Storage::new(backend).await?;
+    let storage = Storage::new(backend, certd_args).await?;
     let platform = Platform::start(&storage).await?;
     let watcher = Watcher::spawn(&platform.projector);
     let before = platform.counts.snapshot();

@@ -31,6 +31,8 @@ pub struct Storage {
     dir: Option<tempfile::TempDir>,
     pub pg: Option<TestDb>,
     pub nats: Option<NatsServer>,
+    /// Added to certd's command line (`--certd-arg`).
+    certd_args: Vec<String>,
 }
 
 /// The directories of the runs that ended, removed when the bench ends: removing a run's
@@ -53,7 +55,7 @@ pub fn remove_spent_directories() {
 }
 
 impl Storage {
-    pub async fn new(backend: Backend) -> anyhow::Result<Self> {
+    pub async fn new(backend: Backend, certd_args: &[String]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let (pg, nats) = match backend {
             Backend::Sqlite => (None, None),
@@ -66,6 +68,7 @@ impl Storage {
             dir: Some(dir),
             pg,
             nats,
+            certd_args: certd_args.to_vec(),
         })
     }
 
@@ -100,7 +103,7 @@ impl Storage {
         if let Some(nats) = &self.nats {
             args.extend(["--nats-url".to_owned(), nats.url()]);
         }
-        args.extend(CERTD_ARGS.get().into_iter().flatten().cloned());
+        args.extend(self.certd_args.iter().cloned());
         args
     }
 
@@ -110,15 +113,6 @@ impl Storage {
             .context("certd's configuration")?
             .context("certd printed its help")
     }
-}
-
-/// The `--certd-arg`s, added to every certd's command line.
-static CERTD_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-
-/// Sets the options added to certd's command line (once, before any scenario runs).
-pub fn add_certd_args(args: Vec<String>) {
-    // Only main calls this, once; a second call would change nothing.
-    let _ = CERTD_ARGS.set(args);
 }
 
 /// Order, issuance and the projector, running.
