@@ -15,7 +15,7 @@
 //! go to the database.
 
 use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,8 +25,8 @@ use zeroize::Zeroizing;
 
 use crate::keys::PrivateKeyPkcs8;
 use crate::keystore::{
-    FileKeyStore, KEY_FILE_SUFFIX, KeyEncryptionKey, KeyStore, KeyStoreError, create_key_dir,
-    io_err, seal, unseal, validate_key_id,
+    FileKeyStore, KEY_FILE_SUFFIX, KeyEncryptionKey, KeyStore, KeyStoreError, check_private,
+    create_key_dir, io_err, seal, unseal, validate_key_id,
 };
 
 /// The database's file name in the key directory.
@@ -112,15 +112,7 @@ impl SqliteKeyStore {
             .mode(0o600)
             .open(&path)
             .map_err(io_err("create", &path))?;
-        let mode = file
-            .metadata()
-            .map_err(io_err("stat", &path))?
-            .permissions()
-            .mode()
-            & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyStoreError::InsecurePermissions { path, mode });
-        }
+        check_private(&path, &file.metadata().map_err(io_err("stat", &path))?)?;
         let writer = connect(&path)?;
         writer
             .pragma_update(None, "journal_mode", "WAL")

@@ -374,6 +374,18 @@ pub(crate) fn create_key_dir(dir: &Path) -> Result<(), KeyStoreError> {
         .map_err(io_err("set permissions of", dir))
 }
 
+/// Refuses a file of keys that group or others may read or write.
+pub(crate) fn check_private(path: &Path, meta: &fs::Metadata) -> Result<(), KeyStoreError> {
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyStoreError::InsecurePermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
 /// A key as stored: encrypted with `kek` when there is one, otherwise its PKCS#8 PEM.
 pub(crate) fn seal(
     kek: Option<&KeyEncryptionKey>,
@@ -690,10 +702,7 @@ impl KeyStore for FileKeyStore {
             Err(e) => return Err(io_err("open", &path)(e)),
         };
         let meta = file.metadata().map_err(io_err("stat", &path))?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyStoreError::InsecurePermissions { path, mode });
-        }
+        check_private(&path, &meta)?;
         if meta.len() > MAX_KEY_FILE_LEN {
             return Err(KeyStoreError::Corrupt {
                 key_id: key_id.to_string(),
