@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use certledger_eventlog::{
-    AppendError, AppendResult, EventLog, RecordedEvent, StorageError, StreamAppend, VerifyReport,
+    AppendError, AppendResult, EventLog, Lease, RecordedEvent, StorageError, StreamAppend,
+    VerifyReport,
 };
 
 /// Calls counted so far.
@@ -150,6 +151,10 @@ impl EventLog for CountingLog {
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StorageError> {
         Self::add(&self.counts.bookkeeping, 1);
         self.inner.save_checkpoint(name, position).await
+    }
+
+    async fn lease(&self, name: &str) -> Result<Lease, StorageError> {
+        self.inner.lease(name).await
     }
 
     async fn verify(&self, stream_id: Option<&str>) -> Result<VerifyReport, StorageError> {

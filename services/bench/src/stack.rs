@@ -16,7 +16,7 @@ use certledger_issuance::IssuanceSetup;
 use certledger_issuance::ca::open_ca;
 use certledger_order::{CertificateList, OrderSetup};
 use certledger_projections::{ProjectionStore, Projector, ProjectorConfig, StoreOptions};
-use certledger_runtime::events::{open_log, open_source};
+use certledger_runtime::events::{open_log, open_source, read_model_source};
 use certledger_runtime::server::RunningService;
 use certledger_testkit::NatsServer;
 use certledger_testkit::db::TestDb;
@@ -157,7 +157,7 @@ impl Platform {
                 listen: loopback,
                 issuers: vec![c.issuer.issuer_id.clone()],
                 server: c.server.clone(),
-                list: Some((list, source.clone())),
+                list: Some((list, read_model_source(log.clone()))),
                 renewal: Default::default(),
                 tasks: relay.into_iter().collect(),
             },
@@ -191,6 +191,7 @@ impl Platform {
         let feeding = {
             let projector = projector.clone();
             let token = shutdown.clone();
+            let source = read_model_source(log.clone());
             tokio::spawn(async move {
                 if let Err(error) = projector.run(source, token).await {
                     eprintln!("[bench] projections stopped with an error: {error}");

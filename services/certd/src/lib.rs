@@ -51,7 +51,7 @@ use certledger_revocation::{
 use certledger_runtime::auth::{AuthSettings, TOKEN_SERVICE_NAME, TokenApi};
 use certledger_runtime::clock::SharedClock;
 use certledger_runtime::config::{Args, ConfigError, Flag, Request, parse_request};
-use certledger_runtime::events::{open_log, open_source};
+use certledger_runtime::events::{open_log, open_source, read_model_source};
 use certledger_runtime::server::{GrpcServer, RunningService, ServeError};
 use certledger_runtime::tls::{TlsSettings, files as tls_files, prepare_identity_dir};
 use tokio::task::JoinHandle;
@@ -498,7 +498,7 @@ pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow:
             listen: c.listen,
             issuers: vec![c.issuer.issuer_id.clone()],
             server: c.server.clone(),
-            list: Some((list, source.clone())),
+            list: Some((list, read_model_source(log.clone()))),
             renewal: config.renewal.clone(),
             tasks: relay.into_iter().collect(),
         },
@@ -585,6 +585,7 @@ pub async fn start(config: &CertdConfig, shutdown: CancellationToken) -> anyhow:
     {
         let projector: Arc<Projector> = projector.clone();
         let token = shutdown.clone();
+        let source = read_model_source(log.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(error) = projector.run(source, token).await {
                 tracing::error!(%error, "projections stopped with an error");

@@ -171,6 +171,56 @@ pub struct VerifyReport {
     pub first_problem: Option<Tamper>,
 }
 
+/// The right to run a named reader of a log (a consumer tailing it) with no one else on
+/// the same log running it, from [`EventLog::lease`]. Dropping it gives the right up.
+pub struct Lease {
+    /// Becomes true (or closes) when the right can no longer be vouched for; `None`: a
+    /// lease that cannot be lost.
+    lost: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Keeps the right (e.g. the connection holding a lock); stopped on drop.
+    keeper: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Lease {
+    /// A lease no one else can contest: the log is used by this process alone.
+    pub fn sole() -> Self {
+        Self {
+            lost: None,
+            keeper: None,
+        }
+    }
+
+    /// A lease kept by `keeper`, which sends `true` on (or drops) `lost` when it fails.
+    pub fn kept(
+        lost: tokio::sync::watch::Receiver<bool>,
+        keeper: tokio::task::JoinHandle<()>,
+    ) -> Self {
+        Self {
+            lost: Some(lost),
+            keeper: Some(keeper),
+        }
+    }
+
+    /// Resolves when the lease is lost: another holder may run the reader from then on.
+    pub async fn lost(&mut self) {
+        match &mut self.lost {
+            // An error: the keeper is gone, which loses the lease too.
+            Some(lost) => {
+                let _ = lost.wait_for(|lost| *lost).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(keeper) = &self.keeper {
+            keeper.abort();
+        }
+    }
+}
+
 /// The event log. Both backends implement it and pass the same test suite.
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
@@ -229,6 +279,12 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Saves a named reader's position (upsert; checkpoints are not part of the log).
     async fn save_checkpoint(&self, name: &str, position: u64) -> Result<(), StorageError>;
+
+    /// Waits until this caller alone, among every process using this log, may run the
+    /// reader `name`, and returns that right. Replicas of a service that tail the log
+    /// with one consumer name take turns instead of doing the same work side by side: one
+    /// holds the lease, the others wait for it. Waiting is cancelled by dropping the future.
+    async fn lease(&self, name: &str) -> Result<Lease, StorageError>;
 
     /// Walks the hash chain of one stream (`Some`) or of every stream (`None`).
     async fn verify(&self, stream_id: Option<&str>) -> Result<VerifyReport, StorageError>;

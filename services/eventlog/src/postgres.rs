@@ -52,7 +52,8 @@ use crate::append::{
 };
 use crate::codec::{self, ChainWalker, Migration, ctx, decode_event, to_i64, to_u64};
 use crate::model::{
-    AppendError, AppendResult, EventLog, RecordedEvent, StorageError, StreamAppend, VerifyReport,
+    AppendError, AppendResult, EventLog, Lease, RecordedEvent, StorageError, StreamAppend,
+    VerifyReport,
 };
 use crate::options::LogOptions;
 
@@ -61,6 +62,9 @@ const MIGRATIONS: &[Migration] = &[Migration {
     description: "events, append-only triggers, checkpoints",
     sql: include_str!("../migrations/postgres/0001_events.sql"),
 }];
+
+/// How often the holder of a lease checks the connection that holds it.
+const LEASE_CHECK: Duration = Duration::from_secs(2);
 
 macro_rules! event_columns {
     () => {
@@ -78,6 +82,8 @@ pub struct PgEventLog {
 
 struct PgCore {
     pool: PgPool,
+    /// For connections of their own (leases).
+    connect_options: PgConnectOptions,
     schema: String,
     lock_key: i64,
     channel: String,
@@ -150,7 +156,7 @@ impl PgEventLog {
             .max_connections(1)
             .max_lifetime(None)
             .idle_timeout(None)
-            .connect_with(connect_options)
+            .connect_with(connect_options.clone())
             .await
             .map_err(ctx(format!("{what}: open LISTEN connection")))?;
         let mut listener = PgListener::connect_with(&listen_pool)
@@ -166,6 +172,7 @@ impl PgEventLog {
 
         let core = Arc::new(PgCore {
             pool,
+            connect_options,
             schema: schema.to_owned(),
             lock_key: log_key("append", schema),
             channel,
@@ -208,6 +215,12 @@ impl PgEventLog {
     /// (`pg_advisory_xact_lock(key)`; in `pg_locks`: `classid << 32 | objid`, objsubid 1).
     pub fn append_lock_key(&self) -> i64 {
         self.core.lock_key
+    }
+
+    /// The key of the session-level advisory lock that holds the lease on the reader
+    /// `name` ([`EventLog::lease`]).
+    pub fn lease_key(&self, name: &str) -> i64 {
+        log_key(&format!("lease/{name}"), &self.core.schema)
     }
 
     /// Closes the pool after in-flight work; later calls fail.
@@ -604,6 +617,46 @@ impl EventLog for PgEventLog {
         .await
         .map_err(ctx(what))?;
         Ok(())
+    }
+
+    /// A session-level advisory lock (key [`PgEventLog::lease_key`]) taken on a connection
+    /// of the lease's own, waited for in the server; a task checks that connection every
+    /// [`LEASE_CHECK`] and reports the lease lost when it fails. A holder that dies or loses
+    /// its connection releases the lock with its session.
+    async fn lease(&self, name: &str) -> Result<Lease, StorageError> {
+        let what = || format!("lease {name}");
+        // Named, so that an operator sees in pg_stat_activity who holds or waits for one.
+        let options = self
+            .core
+            .connect_options
+            .clone()
+            .application_name("certledger-lease");
+        let mut connection = <PgConnection as sqlx::Connection>::connect_with(&options)
+            .await
+            .map_err(ctx(what()))?;
+        // A waiter whose future is dropped closes its socket; from PostgreSQL 14 the
+        // server also ends its wait then, instead of taking the lock first.
+        let _ = sqlx::query("SET client_connection_check_interval = '2s'")
+            .execute(&mut connection)
+            .await;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(self.lease_key(name))
+            .execute(&mut connection)
+            .await
+            .map_err(ctx(what()))?;
+        let (lost, on_lost) = tokio::sync::watch::channel(false);
+        let name = name.to_owned();
+        let keeper = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_CHECK).await;
+                if let Err(error) = sqlx::query("SELECT 1").execute(&mut connection).await {
+                    tracing::warn!(lease = %name, %error, "the connection holding a lease failed");
+                    let _ = lost.send(true);
+                    return;
+                }
+            }
+        });
+        Ok(Lease::kept(on_lost, keeper))
     }
 
     async fn verify(&self, stream_id: Option<&str>) -> Result<VerifyReport, StorageError> {

@@ -55,7 +55,8 @@ use crate::append::{
 };
 use crate::codec::{self, ChainWalker, Migration, ctx, to_i64, to_u64};
 use crate::model::{
-    AppendError, AppendResult, EventLog, RecordedEvent, StorageError, StreamAppend, VerifyReport,
+    AppendError, AppendResult, EventLog, Lease, RecordedEvent, StorageError, StreamAppend,
+    VerifyReport,
 };
 use crate::options::LogOptions;
 
@@ -811,6 +812,12 @@ impl EventLog for SqliteEventLog {
         .await
         .map_err(ctx(what))?;
         Ok(())
+    }
+
+    /// Granted at once: replicas of a service share a log on PostgreSQL, not on one
+    /// SQLite file (the embedded mode runs each consumer once, in one process).
+    async fn lease(&self, _name: &str) -> Result<Lease, StorageError> {
+        Ok(Lease::sole())
     }
 
     async fn verify(&self, stream_id: Option<&str>) -> Result<VerifyReport, StorageError> {

@@ -267,3 +267,73 @@ async fn concurrent_connects_migrate_once() {
         .unwrap();
     assert_eq!(logs[3].head_position().await.unwrap(), 1);
 }
+
+/// Advisory locks on `key` in pg_locks, granted or waited for.
+async fn advisory_locks(log: &PgEventLog, key: i64, granted: bool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks
+         WHERE locktype = 'advisory' AND granted = $2 AND objsubid = 1
+           AND ((classid::int8 << 32) | objid::int8) = $1",
+    )
+    .bind(key)
+    .bind(granted)
+    .fetch_one(log.pool())
+    .await
+    .unwrap()
+}
+
+/// A reader's lease has one holder among every handle on the log (each its own process,
+/// as far as PostgreSQL can tell): a second waits until the first gives it up, and a
+/// holder whose connection is ended learns that it lost the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_has_one_holder_at_a_time() {
+    let h = PgHarness::create().await;
+    let a = h.open(LogOptions::new()).await;
+    let b = Arc::new(h.open(LogOptions::new()).await);
+    let key = a.lease_key("consumer:list");
+    assert_eq!(
+        key,
+        b.lease_key("consumer:list"),
+        "the same log, the same lease"
+    );
+    assert_ne!(key, a.lease_key("consumer:other"));
+
+    let held = within("a takes the lease", a.lease("consumer:list"))
+        .await
+        .unwrap();
+    let _other = within("another name is another lease", b.lease("consumer:other"))
+        .await
+        .unwrap();
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move { b.lease("consumer:list").await })
+    };
+    let deadline = Instant::now() + common::DEADLINE;
+    while advisory_locks(&a, key, false).await == 0 {
+        assert!(!waiter.is_finished(), "b took a lease a holds");
+        assert!(Instant::now() < deadline, "b never waited for the lease");
+        tokio::time::sleep(Duration::from_millis(5)).await; // polling a condition
+    }
+    assert!(!waiter.is_finished(), "b took a lease a holds");
+    assert_eq!(advisory_locks(&a, key, true).await, 1);
+
+    drop(held);
+    let mut lease = within("b takes over once a gives up", waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    // The session holding b's lease ends (as when its connection breaks).
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND objsubid = 1
+           AND ((classid::int8 << 32) | objid::int8) = $1",
+    )
+    .bind(key)
+    .execute(a.pool())
+    .await
+    .unwrap();
+    within("b learns that it lost the lease", lease.lost()).await;
+    let _again = within("the lease is free again", a.lease("consumer:list"))
+        .await
+        .unwrap();
+}

@@ -478,9 +478,44 @@ const SQL_TAIL_PAGE: u32 = 256;
 /// Events waiting per lane of a SQL-tail consumer with `concurrency` > 1.
 const LANE_QUEUE: usize = 16;
 
-/// Embedded mode: reads the log from the consumer's checkpoint, in position order.
+/// Reads the log from the consumer's checkpoint, in position order, while it holds the
+/// consumer's lease on the log: of several processes tailing one log with the same
+/// consumer (replicas of a service), one reads, the others wait to take over. A lost lease
+/// stops the reading where it is; it resumes from the checkpoint once the lease is held
+/// again (handlers are idempotent).
 async fn run_sql_tail(
     log: &dyn EventLog,
+    settings: &ConsumerSettings,
+    handler: &dyn Handler,
+    shutdown: &CancellationToken,
+) {
+    let checkpoint_name = format!("consumer:{}", settings.name);
+    let mut backoff = Backoff::default();
+    while !shutdown.is_cancelled() {
+        let lease = tokio::select! {
+            lease = log.lease(&checkpoint_name) => lease,
+            () = shutdown.cancelled() => break,
+        };
+        let mut lease = match lease {
+            Ok(lease) => lease,
+            Err(error) => {
+                wait_or_shutdown(backoff.next(), shutdown, &settings.name, &error).await;
+                continue;
+            }
+        };
+        backoff.reset();
+        tokio::select! {
+            () = tail_from_checkpoint(log, &checkpoint_name, settings, handler, shutdown) => break,
+            () = lease.lost() => {
+                tracing::warn!(consumer = %settings.name, "lost the lease on the log; tailing again once it is held");
+            }
+        }
+    }
+}
+
+async fn tail_from_checkpoint(
+    log: &dyn EventLog,
+    checkpoint_name: &str,
     settings: &ConsumerSettings,
     handler: &dyn Handler,
     shutdown: &CancellationToken,
@@ -488,7 +523,7 @@ async fn run_sql_tail(
     tracing::info!(consumer = %settings.name, "consumer started (tailing the SQL log)");
     let mut checkpoint = Checkpoint {
         log,
-        name: format!("consumer:{}", settings.name),
+        name: checkpoint_name.to_owned(),
         settings,
         saved: None,
         saved_at: tokio::time::Instant::now(),

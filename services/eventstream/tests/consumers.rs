@@ -190,6 +190,77 @@ async fn sql_tail_consumer_resumes_from_its_checkpoint_in_log_order() -> anyhow:
     Ok(())
 }
 
+/// Two replicas tailing one PostgreSQL log with the same consumer take turns on its lease:
+/// the second waits (in the server) while the first reads, and takes over from the first's
+/// checkpoint when it stops.
+#[tokio::test]
+async fn replicas_tailing_one_log_take_turns() -> anyhow::Result<()> {
+    let db = certledger_testkit::db::TestDb::postgres().await?;
+    let replica_b = Arc::new(certledger_eventlog::PgEventLog::connect(&db.url, &db.schema).await?);
+    let waiting_key = replica_b.lease_key("consumer:list");
+    let settings = ConsumerSettings::new("list", Filter::Aggregate("certificate".into()));
+    let first = append_events(db.log.as_ref(), 3, 1).await?;
+
+    let (a, shutdown_a) = (Arc::new(Recorder::default()), CancellationToken::new());
+    let task_a = spawn_consumer(
+        &EventSource::SqlTail {
+            log: db.log.clone(),
+        },
+        settings.clone(),
+        a.clone(),
+        &shutdown_a,
+    );
+    let want = first.len();
+    eventually(DEADLINE, "a reads the first events", || {
+        let a = a.clone();
+        async move { (a.applied_count() == want).then_some(()) }
+    })
+    .await?;
+    let (b, shutdown_b) = (Arc::new(Recorder::default()), CancellationToken::new());
+    let task_b = spawn_consumer(
+        &EventSource::SqlTail {
+            log: replica_b.clone(),
+        },
+        settings,
+        b.clone(),
+        &shutdown_b,
+    );
+    let waiting_for_the_lease = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+               AND objsubid = 1 AND ((classid::int8 << 32) | objid::int8) = $1",
+        )
+        .bind(waiting_key)
+        .fetch_one(replica_b.pool())
+        .await
+        .ok()
+        .filter(|waiting| *waiting == 1)
+    };
+    eventually(DEADLINE, "b waits for the lease", waiting_for_the_lease).await?;
+    let second = append_events(db.log.as_ref(), 2, 1).await?;
+    let want = first.len() + second.len();
+    eventually(DEADLINE, "a reads the new events", || {
+        let a = a.clone();
+        async move { (a.applied_count() == want).then_some(()) }
+    })
+    .await?;
+    assert_eq!(b.applied_count(), 0, "b read while a held the lease");
+
+    shutdown_a.cancel();
+    task_a.await?;
+    let third = append_events(db.log.as_ref(), 2, 1).await?;
+    let want = third.len();
+    eventually(DEADLINE, "b takes over", || {
+        let b = b.clone();
+        async move { (b.applied_count() >= want).then_some(()) }
+    })
+    .await?;
+    shutdown_b.cancel();
+    task_b.await?;
+    assert_eq!(b.applied_ids(), third, "b resumes after a's checkpoint");
+    Ok(())
+}
+
 /// Blocks on the first event it sees until the other replica has handled something.
 struct Replica {
     name: &'static str,

@@ -27,7 +27,7 @@ pub const FLAGS: &[Flag] = &[
     Flag::value(
         "nats-url",
         "CERTLEDGER_NATS_URL",
-        "NATS server; absent: consumers tail the SQL log (embedded mode)",
+        "NATS server, where this process relays the log (--relay); the certificate list tails the log either way",
     ),
     Flag::value(
         "relay",

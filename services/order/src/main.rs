@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use certledger_order::config::{FLAGS, OrderConfig};
 use certledger_order::{CertificateList, OrderSetup, start};
 use certledger_runtime::config::service_main;
-use certledger_runtime::events::{open_log, open_source};
+use certledger_runtime::events::{open_log, open_source, read_model_source};
 use certledger_runtime::server::cancel_on_signals;
 use tokio_util::sync::CancellationToken;
 
@@ -35,21 +35,21 @@ async fn run(mut config: OrderConfig) -> anyhow::Result<()> {
         .start(log.clone(), certledger_runtime::clock::system())
         .await
         .context("starting authentication")?;
-    let mut tasks = Vec::new();
+    // NATS, if configured, carries this process's relay; the list tails the log either way.
+    let (_, relay) = open_source(
+        log.clone(),
+        config.nats_url.as_deref(),
+        config.relay,
+        shutdown.clone(),
+    )
+    .await
+    .context("opening the event stream (--nats-url)")?;
+    let tasks = relay.into_iter().collect();
     let list = if config.list {
-        let (source, relay) = open_source(
-            log.clone(),
-            config.nats_url.as_deref(),
-            config.relay,
-            shutdown.clone(),
-        )
-        .await
-        .context("opening the event stream (--nats-url)")?;
-        tasks.extend(relay);
         let model = CertificateList::open(&config.database_url, &config.pg_schema)
             .await
             .context("opening the certificate list table")?;
-        Some((model, source))
+        Some((model, read_model_source(log.clone())))
     } else {
         None
     };

@@ -35,7 +35,7 @@ pub const FLAGS: &[Flag] = &[
     Flag::value(
         "nats-url",
         "CERTLEDGER_NATS_URL",
-        "NATS server; absent: the projector tails the SQL log (embedded mode)",
+        "NATS server, where this process relays the log (--relay); the projector tails the log either way",
     ),
     Flag::value(
         "relay",

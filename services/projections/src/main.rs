@@ -17,7 +17,7 @@ use certledger_projections::{
     StoreOptions,
 };
 use certledger_runtime::config::{Request, parse_request};
-use certledger_runtime::events::{open_log, open_source};
+use certledger_runtime::events::{open_log, open_source, read_model_source};
 use certledger_runtime::server::cancel_on_signals;
 use tokio_util::sync::CancellationToken;
 
@@ -154,7 +154,8 @@ async fn run(mut config: ProjectionsConfig) -> anyhow::Result<()> {
         .start(log.clone(), certledger_runtime::clock::system())
         .await
         .context("starting authentication")?;
-    let (source, relay) = open_source(
+    // NATS, if configured, is for the relay: the projector tails the log.
+    let (_, relay) = open_source(
         log.clone(),
         config.nats_url.as_deref(),
         config.relay,
@@ -167,6 +168,7 @@ async fn run(mut config: ProjectionsConfig) -> anyhow::Result<()> {
     {
         let projector = projector.clone();
         let shutdown = shutdown.clone();
+        let source = read_model_source(log.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = projector.run(source, shutdown.clone()).await {
                 tracing::error!(error = %e, "the projector stopped; shutting down");

@@ -6,6 +6,8 @@
 //!   consumers, and (unless switched off) this process also runs a relay that publishes
 //!   the log to JetStream. Several relays are safe: JetStream drops the repeats by event
 //!   id, and consumers are idempotent.
+//! * Read models (the projector's, the order service's certificate list) tail the log in
+//!   either case: see [`read_model_source`].
 
 use std::sync::Arc;
 
@@ -66,6 +68,16 @@ pub async fn open_source(
         },
         relay_task,
     ))
+}
+
+/// Where read models take their events from: the log itself, also when NATS carries
+/// events between services. A read model needs every event of the log in order, which
+/// the log gives a page at a time from one query; through JetStream each event is a
+/// delivery and an ack per model (scenario 1 of BENCHMARKS.md: a fifth to a quarter of
+/// the machine's CPU per certificate). Replicas take turns on the log's lease
+/// ([`EventLog::lease`]): one keeps the model, the others stand by.
+pub fn read_model_source(log: Arc<dyn EventLog>) -> EventSource {
+    EventSource::SqlTail { log }
 }
 
 /// Runs a consumer until `shutdown` (spawns a task that logs a consumer failure).
