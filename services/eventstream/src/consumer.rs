@@ -59,22 +59,38 @@ pub enum Filter {
     All,
     /// Every event of one aggregate kind (the stream id prefix, e.g. "certificate").
     Aggregate(String),
-    /// One event type of one aggregate kind.
-    EventType {
+    /// Events of these types of one aggregate kind. NATS 2.9 gives a consumer one filter
+    /// subject, so on JetStream each type of several has a durable consumer of its own,
+    /// `<name>-<EventType>`: events of different types are then handled in either order,
+    /// also those of one stream.
+    EventTypes {
         aggregate: String,
-        event_type: String,
+        event_types: Vec<String>,
     },
 }
 
 impl Filter {
-    pub fn subject(&self) -> String {
+    /// The JetStream durable consumers for a consumer named `name`: their names and
+    /// filter subjects.
+    pub fn durables(&self, name: &str) -> Vec<(String, String)> {
         match self {
-            Filter::All => subject::ALL.to_owned(),
-            Filter::Aggregate(aggregate) => subject::filter_aggregate(aggregate),
-            Filter::EventType {
+            Filter::All => vec![(name.to_owned(), subject::ALL.to_owned())],
+            Filter::Aggregate(aggregate) => {
+                vec![(name.to_owned(), subject::filter_aggregate(aggregate))]
+            }
+            Filter::EventTypes {
                 aggregate,
-                event_type,
-            } => subject::filter_event_type(aggregate, event_type),
+                event_types,
+            } => {
+                let subject = |event_type: &str| subject::filter_event_type(aggregate, event_type);
+                match event_types.as_slice() {
+                    [one] => vec![(name.to_owned(), subject(one))],
+                    several => several
+                        .iter()
+                        .map(|t| (format!("{name}-{}", subject::token(t)), subject(t)))
+                        .collect(),
+                }
+            }
         }
     }
 
@@ -83,10 +99,10 @@ impl Filter {
         match self {
             Filter::All => true,
             Filter::Aggregate(aggregate) => aggregate_of == aggregate,
-            Filter::EventType {
+            Filter::EventTypes {
                 aggregate,
-                event_type,
-            } => aggregate_of == aggregate && &event.event_type == event_type,
+                event_types,
+            } => aggregate_of == aggregate && event_types.contains(&event.event_type),
         }
     }
 }
@@ -237,36 +253,70 @@ async fn run_jetstream(
     handler: &dyn Handler,
     shutdown: &CancellationToken,
 ) -> Result<(), ConsumerError> {
-    tracing::info!(consumer = %settings.name, filter = %settings.filter.subject(), "consumer started");
-    let mut backoff = Backoff::default();
-    while !shutdown.is_cancelled() {
-        // Returns when the message stream ends or fails; reopened after a backoff (the
-        // server may be restarting, or the client failing over to another node).
-        match consume(js, stream, settings, handler, shutdown).await {
-            Ok(()) => backoff.reset(),
-            Err(error) => {
-                let delay = backoff.next();
-                tracing::warn!(%error, retry_in = ?delay, "consumer interrupted; reopening");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => {}
-                }
-            }
-        }
-    }
-    tracing::info!(consumer = %settings.name, "consumer stopped");
+    let durables = settings.filter.durables(&settings.name);
+    futures::future::join_all(durables.iter().map(|(name, filter)| {
+        let durable = Durable {
+            js,
+            stream,
+            settings,
+            name,
+            filter,
+        };
+        async move { durable.run(handler, shutdown).await }
+    }))
+    .await;
     Ok(())
 }
 
+/// One durable consumer of a consumer's settings (a filter of several event types has one
+/// per type).
+#[derive(Clone, Copy)]
+struct Durable<'a> {
+    js: &'a jetstream::Context,
+    stream: &'a str,
+    settings: &'a ConsumerSettings,
+    name: &'a str,
+    filter: &'a str,
+}
+
+impl Durable<'_> {
+    /// Consumes until `shutdown`.
+    async fn run(self, handler: &dyn Handler, shutdown: &CancellationToken) {
+        tracing::info!(consumer = %self.name, filter = %self.filter, "consumer started");
+        let mut backoff = Backoff::default();
+        while !shutdown.is_cancelled() {
+            // Returns when the message stream ends or fails; reopened after a backoff (the
+            // server may be restarting, or the client failing over to another node).
+            match consume(self, handler, shutdown).await {
+                Ok(()) => backoff.reset(),
+                Err(error) => {
+                    let delay = backoff.next();
+                    tracing::warn!(%error, retry_in = ?delay, "consumer interrupted; reopening");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+        tracing::info!(consumer = %self.name, "consumer stopped");
+    }
+}
+
 async fn consume(
-    js: &jetstream::Context,
-    stream: &str,
-    settings: &ConsumerSettings,
+    durable: Durable<'_>,
     handler: &dyn Handler,
     shutdown: &CancellationToken,
 ) -> Result<(), ConsumerError> {
+    let Durable {
+        js,
+        stream,
+        settings,
+        name: durable,
+        filter,
+    } = durable;
     let err = |context: &'static str| {
-        let name = settings.name.clone();
+        let name = durable.to_owned();
         move |e: async_nats::Error| ConsumerError {
             name,
             context,
@@ -278,10 +328,10 @@ async fn consume(
         .await
         .map_err(|e| err("looking up the stream")(e.into()))?
         .get_or_create_consumer(
-            &settings.name,
+            durable,
             pull::Config {
-                durable_name: Some(settings.name.clone()),
-                filter_subject: settings.filter.subject(),
+                durable_name: Some(durable.to_owned()),
+                filter_subject: filter.to_owned(),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
                 ack_wait: settings.ack_wait,
                 // We count deliveries ourselves and dead-letter; the server never drops.
@@ -825,7 +875,42 @@ async fn wait_or_shutdown(
 
 #[cfg(test)]
 mod tests {
-    use super::gather;
+    use super::{Filter, gather};
+
+    #[test]
+    fn several_event_types_get_a_durable_consumer_each() {
+        let types = |names: &[&str]| Filter::EventTypes {
+            aggregate: "certificate".into(),
+            event_types: names.iter().map(|n| n.to_string()).collect(),
+        };
+        assert_eq!(
+            types(&["ApplicationSubmitted"]).durables("issuance"),
+            [(
+                "issuance".to_owned(),
+                "certledger.v1.*.certificate.*.ApplicationSubmitted".to_owned()
+            )]
+        );
+        assert_eq!(
+            types(&["ApplicationSubmitted", "ApplicationApproved"]).durables("issuance"),
+            [
+                (
+                    "issuance-ApplicationSubmitted".to_owned(),
+                    "certledger.v1.*.certificate.*.ApplicationSubmitted".to_owned()
+                ),
+                (
+                    "issuance-ApplicationApproved".to_owned(),
+                    "certledger.v1.*.certificate.*.ApplicationApproved".to_owned()
+                ),
+            ]
+        );
+        assert_eq!(
+            Filter::Aggregate("certificate".into()).durables("list"),
+            [(
+                "list".to_owned(),
+                "certledger.v1.*.certificate.>".to_owned()
+            )]
+        );
+    }
 
     #[test]
     fn gathering_keeps_what_came_before_an_error() {

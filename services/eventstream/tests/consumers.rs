@@ -310,9 +310,9 @@ async fn replicas_share_one_durable_consumer_and_split_the_work() -> anyhow::Res
     };
     let mut settings = ConsumerSettings::new(
         "deployment",
-        Filter::EventType {
+        Filter::EventTypes {
             aggregate: "certificate".into(),
-            event_type: "OrderCancelled".into(),
+            event_types: vec!["OrderCancelled".into()],
         },
     );
     settings.batch = 1;

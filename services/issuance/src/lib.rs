@@ -106,8 +106,14 @@ pub fn build(setup: IssuanceSetup, shutdown: CancellationToken) -> IssuanceParts
     tasks.push(certledger_runtime::events::spawn_consumer(
         source,
         // The issuer locks per certificate: certificates advance side by side.
-        ConsumerSettings::new(reactor::CONSUMER, Filter::Aggregate("certificate".into()))
-            .concurrency(CONSUMER_CONCURRENCY),
+        ConsumerSettings::new(
+            reactor::CONSUMER,
+            Filter::EventTypes {
+                aggregate: "certificate".into(),
+                event_types: reactor::TRIGGERS.iter().map(|t| t.to_string()).collect(),
+            },
+        )
+        .concurrency(CONSUMER_CONCURRENCY),
         handler,
         shutdown.clone(),
     ));

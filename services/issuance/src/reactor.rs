@@ -22,19 +22,15 @@ use crate::issuer::{AdvanceError, Issuer};
 /// Name of the issuance service's consumer.
 pub const CONSUMER: &str = "issuance";
 
-/// Event types that can move a certificate towards issuance; every other type is ignored
-/// without touching the log.
-pub const RELEVANT_EVENTS: &[&str] = &[
-    "ApplicationSubmitted",
-    "KeyGenerated",
-    "ValidationStarted",
-    "DomainValidated",
-    "ValidationPassed",
-    "ValidationFailed",
-    "ApplicationApproved",
-    "IssuanceIntended",
-    "IssuanceFailed",
-];
+/// The events the issuer reacts to: those recorded by others (the order service's
+/// applications, an approval given through the issuance API) that can move a certificate
+/// towards issuance. The issuer's own steps are not among them: each reaction advances
+/// its certificate as far as it can go, so the delivery of a step it recorded itself
+/// found nothing left to do (it cost every certificate five deliveries and acks through
+/// JetStream). A reaction cut short is taken up again by the redelivery of its trigger,
+/// which is acknowledged only when the reaction returns, and by the recovery scan at
+/// start. Every other type is ignored without touching the log.
+pub const TRIGGERS: &[&str] = &["ApplicationSubmitted", "ApplicationApproved"];
 
 /// Delay before retrying after a transient error in a timer.
 const TIMER_RETRY: Duration = Duration::from_secs(5);
@@ -143,7 +139,7 @@ impl IssuanceHandler {
 #[async_trait]
 impl Handler for IssuanceHandler {
     async fn handle(&self, event: &RecordedEvent) -> Result<(), HandlerError> {
-        if !RELEVANT_EVENTS.contains(&event.event_type.as_str()) {
+        if !TRIGGERS.contains(&event.event_type.as_str()) {
             return Ok(());
         }
         let Some(id) = certificate_id_of(&event.stream_id) else {
