@@ -57,11 +57,18 @@ use crate::model::{
 };
 use crate::options::LogOptions;
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "events, append-only triggers, checkpoints",
-    sql: include_str!("../migrations/postgres/0001_events.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "events, append-only triggers, checkpoints",
+        sql: include_str!("../migrations/postgres/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "event rows inline up to 8 KB",
+        sql: include_str!("../migrations/postgres/0002_inline_payloads.sql"),
+    },
+];
 
 /// How often the holder of a lease checks the connection that holds it.
 const LEASE_CHECK: Duration = Duration::from_secs(2);

@@ -256,11 +256,12 @@ async fn concurrent_connects_migrate_once() {
         .map(|_| PgEventLog::connect_with(&h.url, &h.schema, LogOptions::new().max_connections(1)));
     let logs = futures::future::join_all(opens).await;
     let logs: Vec<PgEventLog> = logs.into_iter().map(|l| l.expect("connect")).collect();
-    let versions: i64 = sqlx::query_scalar("SELECT count(*) FROM eventlog_migrations")
-        .fetch_one(logs[0].pool())
-        .await
-        .unwrap();
-    assert_eq!(versions, 1);
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version::int8 FROM eventlog_migrations ORDER BY version")
+            .fetch_all(logs[0].pool())
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2], "each migration applied once");
     logs[0]
         .append_one("s", ExpectedVersion::NoStream, vec![event("A", b"")])
         .await
@@ -336,4 +337,34 @@ async fn a_lease_has_one_holder_at_a_time() {
     let _again = within("the lease is free again", a.lease("consumer:list"))
         .await
         .unwrap();
+}
+
+/// An event of a few kilobytes (a certificate with its chain) stays in the events table's
+/// own pages: not compressed first (it would not shrink) nor moved to the TOAST table,
+/// from where every reader of the log would have to fetch it back.
+#[tokio::test]
+async fn payloads_of_a_few_kilobytes_stay_inline() {
+    let h = PgHarness::create().await;
+    let log = h.open(LogOptions::new()).await;
+    // Hash output: as incompressible as a certificate's signature and key.
+    use sha2::Digest;
+    let payload: Vec<u8> = (0..100u32)
+        .flat_map(|i| sha2::Sha256::digest(i.to_be_bytes()))
+        .collect();
+    log.append_one(
+        "big",
+        ExpectedVersion::NoStream,
+        vec![event("CertificateIssued", &payload)],
+    )
+    .await
+    .unwrap();
+    let toast_bytes: i64 = sqlx::query_scalar(
+        "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'events'::regclass",
+    )
+    .fetch_one(log.pool())
+    .await
+    .unwrap();
+    assert_eq!(toast_bytes, 0, "the payload went to the TOAST table");
+    let read = log.read_stream("big", 0).await.unwrap();
+    assert_eq!(read[0].payload, payload);
 }
