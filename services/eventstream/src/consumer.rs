@@ -12,6 +12,7 @@
 //! retries exhausted → the event is copied to the dead-letter subject
 //! `certledger.dlq.<consumer>`, logged, and terminated.
 
+use crate::checkpoint::{Checkpoint, sleep_until_some};
 use crate::envelope;
 use crate::pull::{Pull, PullError};
 use crate::relay::{Backoff, delay_for_attempt};
@@ -571,16 +572,9 @@ async fn tail_from_checkpoint(
     shutdown: &CancellationToken,
 ) {
     tracing::info!(consumer = %settings.name, "consumer started (tailing the SQL log)");
-    let mut checkpoint = Checkpoint {
-        log,
-        name: checkpoint_name.to_owned(),
-        settings,
-        saved: None,
-        saved_at: tokio::time::Instant::now(),
-    };
     let mut backoff = Backoff::default();
     let start = loop {
-        match log.load_checkpoint(&checkpoint.name).await {
+        match log.load_checkpoint(checkpoint_name).await {
             Ok(position) => break position,
             Err(error) => {
                 wait_or_shutdown(backoff.next(), shutdown, &settings.name, &error).await;
@@ -590,7 +584,7 @@ async fn tail_from_checkpoint(
             }
         }
     };
-    checkpoint.saved = Some(start);
+    let mut checkpoint = Checkpoint::new(log, checkpoint_name, settings.checkpoint_interval, start);
     let tail = Tail {
         log,
         settings,
@@ -780,55 +774,6 @@ impl Progress {
         self.in_lanes
             .first()
             .map_or(self.read, |first| first.saturating_sub(1))
-    }
-}
-
-/// A SQL-tail consumer's checkpoint in the log, saved at most every
-/// [`ConsumerSettings::checkpoint_interval`] while events come, and at the end.
-struct Checkpoint<'a> {
-    log: &'a dyn EventLog,
-    name: String,
-    settings: &'a ConsumerSettings,
-    /// The position stored, and when.
-    saved: Option<u64>,
-    saved_at: tokio::time::Instant,
-}
-
-impl Checkpoint<'_> {
-    /// When to save `position`, if it is not what is stored.
-    fn due(&self, position: u64) -> Option<tokio::time::Instant> {
-        (self.saved != Some(position)).then_some(self.saved_at + self.settings.checkpoint_interval)
-    }
-
-    async fn save_when_due(&mut self, position: u64) {
-        if self
-            .due(position)
-            .is_some_and(|at| at <= tokio::time::Instant::now())
-        {
-            self.save(position).await;
-        }
-    }
-
-    async fn save(&mut self, position: u64) {
-        if self.saved == Some(position) {
-            return;
-        }
-        self.saved_at = tokio::time::Instant::now();
-        match self.log.save_checkpoint(&self.name, position).await {
-            Ok(()) => self.saved = Some(position),
-            // Not saved: the events are handled again after a restart (idempotent).
-            Err(error) => {
-                tracing::warn!(consumer = %self.settings.name, position, %error, "saving the checkpoint failed");
-            }
-        }
-    }
-}
-
-/// Waits until `deadline`, or forever without one.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

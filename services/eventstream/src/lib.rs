@@ -9,6 +9,7 @@
 //! * [`subject`] and [`envelope`] are the documented contract for external
 //!   subscribers (docs/events.md).
 
+mod checkpoint;
 pub mod consumer;
 pub mod envelope;
 mod pull;

@@ -2,11 +2,13 @@
 //!
 //! Publication is pipelined: up to `max_in_flight` publishes await their acks at once.
 //! The checkpoint (last position whose ack arrived, with every earlier one acked too) is
-//! saved in the database after each batch. A crash between publish and checkpoint makes
-//! the next run publish that batch again; JetStream drops the repeats because the
+//! saved in the database at most every `checkpoint_interval` while events come, and when
+//! the relay stops. A crash between publish and checkpoint makes the next run publish
+//! those events again; JetStream drops the repeats because the
 //! `Nats-Msg-Id` is the event id (at-least-once publication, exactly-once in the stream
 //! within the duplicate window).
 
+use crate::checkpoint::{Checkpoint, sleep_until_some};
 use crate::envelope;
 use crate::subject;
 use async_nats::jetstream;
@@ -26,6 +28,9 @@ pub struct RelaySettings {
     pub batch: u32,
     /// Publishes awaiting their ack at once.
     pub max_in_flight: usize,
+    /// How long published events may go without the checkpoint saying so (a save is a
+    /// write transaction on the log's database; it took one per batch before).
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for RelaySettings {
@@ -34,6 +39,7 @@ impl Default for RelaySettings {
             checkpoint: "relay:CERTLEDGER".to_owned(),
             batch: 1000,
             max_in_flight: 512,
+            checkpoint_interval: Duration::from_millis(200),
         }
     }
 }
@@ -137,18 +143,13 @@ impl Relay {
     /// outages (logged, retried with backoff from the last checkpoint).
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut backoff = Backoff::default();
-        let mut position = None;
         while !shutdown.is_cancelled() {
-            match self.step(&mut position, &shutdown).await {
-                Ok(()) => backoff.reset(),
-                Err(error) => {
-                    let delay = backoff.next();
-                    tracing::warn!(%error, retry_in = ?delay, "relay: publishing failed; resuming from the last checkpoint");
-                    position = None;
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
+            if let Err(error) = self.follow(&shutdown, &mut backoff).await {
+                let delay = backoff.next();
+                tracing::warn!(%error, retry_in = ?delay, "relay: publishing failed; resuming from the last checkpoint");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => {}
                 }
             }
         }
@@ -158,37 +159,57 @@ impl Relay {
         );
     }
 
-    async fn step(
+    /// Publishes from the saved checkpoint until `shutdown` or a failure. The checkpoint
+    /// is saved at most every [`RelaySettings::checkpoint_interval`] while events come,
+    /// and when this returns: after a crash, what was published since is published again
+    /// and JetStream drops the repeats (its duplicate window is an hour).
+    async fn follow(
         &self,
-        position: &mut Option<u64>,
         shutdown: &CancellationToken,
+        backoff: &mut Backoff,
     ) -> Result<(), RelayError> {
-        let after = match *position {
-            Some(p) => p,
-            None => {
-                let p = self.log.load_checkpoint(&self.settings.checkpoint).await?;
-                self.stats.checkpoint.store(p, Ordering::Relaxed);
-                *position = Some(p);
-                p
+        let name = &self.settings.checkpoint;
+        let start = self.log.load_checkpoint(name).await?;
+        self.stats.checkpoint.store(start, Ordering::Relaxed);
+        let mut checkpoint = Checkpoint::new(
+            self.log.as_ref(),
+            name,
+            self.settings.checkpoint_interval,
+            start,
+        );
+        let mut after = start;
+        let outcome = loop {
+            if shutdown.is_cancelled() {
+                break Ok(());
             }
-        };
-        match self.publish_batch(after).await? {
-            Some(last) => {
-                self.log
-                    .save_checkpoint(&self.settings.checkpoint, last)
-                    .await?;
-                self.stats.checkpoint.store(last, Ordering::Relaxed);
-                *position = Some(last);
-                tracing::debug!(checkpoint = last, "relay: batch published");
-            }
-            None => {
-                tokio::select! {
-                    _ = self.log.wait_for_new(after) => {}
-                    _ = shutdown.cancelled() => {}
+            match self.publish_batch(after).await {
+                Ok(Some(last)) => {
+                    backoff.reset();
+                    tracing::debug!(position = last, "relay: batch published");
+                    after = last;
+                    checkpoint.save_when_due(after).await;
                 }
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.log.wait_for_new(after) => {}
+                        _ = sleep_until_some(checkpoint.due(after)) => checkpoint.save(after).await,
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                Err(error) => break Err(error),
             }
+            self.record(&checkpoint);
+        };
+        // Everything up to `after` was acknowledged, also when a later publish failed.
+        checkpoint.save(after).await;
+        self.record(&checkpoint);
+        outcome
+    }
+
+    fn record(&self, checkpoint: &Checkpoint<'_>) {
+        if let Some(saved) = checkpoint.saved() {
+            self.stats.checkpoint.store(saved, Ordering::Relaxed);
         }
-        Ok(())
     }
 }
 

@@ -136,3 +136,39 @@ async fn crash_between_publish_and_checkpoint_loses_nothing_and_duplicates_nothi
     }
     Ok(())
 }
+
+/// The checkpoint is a write to the log's database: a running relay saves it at most once
+/// per interval, not after every batch, and saves it when it stops.
+#[tokio::test]
+async fn the_checkpoint_is_saved_per_interval_and_at_the_stop() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = jetstream_for(&nats.url()).await?;
+    let log = memory_log().await?;
+    let settings = RelaySettings {
+        batch: 4,
+        checkpoint_interval: Duration::from_secs(3600),
+        ..RelaySettings::default()
+    };
+    append_events(log.as_ref(), 3, 4).await?; // positions 1..=12, three batches
+    let relay = std::sync::Arc::new(Relay::new(log.clone(), js.clone(), settings.clone()));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (relay, shutdown) = (relay.clone(), shutdown.clone());
+        async move { relay.run(shutdown).await }
+    });
+    eventually(DEADLINE, "every event published", || {
+        let relay = relay.clone();
+        async move { (relay.stats.published.load(Ordering::Relaxed) == 12).then_some(()) }
+    })
+    .await?;
+    assert_eq!(
+        log.load_checkpoint(&settings.checkpoint).await?,
+        0,
+        "saved before its interval"
+    );
+    shutdown.cancel();
+    task.await?;
+    assert_eq!(log.load_checkpoint(&settings.checkpoint).await?, 12);
+    assert_eq!(relay.stats.checkpoint.load(Ordering::Relaxed), 12);
+    Ok(())
+}
