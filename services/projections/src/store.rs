@@ -461,8 +461,8 @@ fn checkpoint_from_row<R: RowExt>(row: &R) -> Result<Option<Checkpoint>, sqlx::E
     }))
 }
 
-/// Locks the checkpoint rows of `models` (PostgreSQL: `FOR UPDATE`, one after the other
-/// in model order so concurrent writers never deadlock; SQLite: the transaction already
+/// Locks the checkpoint rows of `models` (PostgreSQL: `FOR UPDATE`, in model order so
+/// concurrent writers never deadlock; SQLite: the transaction already
 /// holds the write lock, so one query reads every model's) and returns them.
 pub(crate) async fn lock_checkpoints(
     tx: &mut Tx,
@@ -477,21 +477,18 @@ pub(crate) async fn lock_checkpoints(
     let mut found = Vec::with_capacity(sorted.len());
     match tx {
         Db::Pg(t) => {
-            for name in &names {
-                let row = sqlx::query(
-                    "SELECT model, position, rebuilding FROM projection_checkpoints WHERE model = $1 FOR UPDATE",
-                )
-                .bind(name)
-                .fetch_optional(&mut **t)
-                .await
-                .map_err(failed())?;
-                found.extend(
-                    row.as_ref()
-                        .map(checkpoint_from_row)
-                        .transpose()
-                        .map_err(failed())?
-                        .flatten(),
-                );
+            // One statement: the rows are locked in the order of the sort (LockRows runs
+            // above it), which is that of `names`.
+            let rows = sqlx::query(
+                "SELECT model, position, rebuilding FROM projection_checkpoints
+                 WHERE model = ANY($1) ORDER BY array_position($1, model) FOR UPDATE",
+            )
+            .bind(&names)
+            .fetch_all(&mut **t)
+            .await
+            .map_err(failed())?;
+            for row in &rows {
+                found.extend(checkpoint_from_row(row).map_err(failed())?);
             }
         }
         Db::Sqlite(t) => {
