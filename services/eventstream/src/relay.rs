@@ -140,11 +140,28 @@ impl Relay {
     }
 
     /// Publishes from the saved checkpoint until `shutdown`, surviving NATS and database
-    /// outages (logged, retried with backoff from the last checkpoint).
+    /// outages (logged, retried with backoff from the last checkpoint). Of the relays on one
+    /// log (one in each replica of each service that runs one), the holder of the log's
+    /// lease on the checkpoint publishes and the others wait to take over: each event is
+    /// published once, not once per relay.
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut backoff = Backoff::default();
         while !shutdown.is_cancelled() {
-            if let Err(error) = self.follow(&shutdown, &mut backoff).await {
+            let lease = tokio::select! {
+                lease = self.log.lease(&self.settings.checkpoint) => lease,
+                () = shutdown.cancelled() => break,
+            };
+            let failed = match lease {
+                Ok(mut lease) => tokio::select! {
+                    followed = self.follow(&shutdown, &mut backoff) => followed.err(),
+                    () = lease.lost() => {
+                        tracing::warn!("relay: lost the lease on the log; publishing again once it is held");
+                        None
+                    }
+                },
+                Err(error) => Some(error.into()),
+            };
+            if let Some(error) = failed {
                 let delay = backoff.next();
                 tracing::warn!(%error, retry_in = ?delay, "relay: publishing failed; resuming from the last checkpoint");
                 tokio::select! {

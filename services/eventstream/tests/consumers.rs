@@ -197,7 +197,6 @@ async fn sql_tail_consumer_resumes_from_its_checkpoint_in_log_order() -> anyhow:
 async fn replicas_tailing_one_log_take_turns() -> anyhow::Result<()> {
     let db = certledger_testkit::db::TestDb::postgres().await?;
     let replica_b = Arc::new(certledger_eventlog::PgEventLog::connect(&db.url, &db.schema).await?);
-    let waiting_key = replica_b.lease_key("consumer:list");
     let settings = ConsumerSettings::new("list", Filter::Aggregate("certificate".into()));
     let first = append_events(db.log.as_ref(), 3, 1).await?;
 
@@ -225,18 +224,10 @@ async fn replicas_tailing_one_log_take_turns() -> anyhow::Result<()> {
         b.clone(),
         &shutdown_b,
     );
-    let waiting_for_the_lease = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-               AND objsubid = 1 AND ((classid::int8 << 32) | objid::int8) = $1",
-        )
-        .bind(waiting_key)
-        .fetch_one(replica_b.pool())
-        .await
-        .ok()
-        .filter(|waiting| *waiting == 1)
-    };
-    eventually(DEADLINE, "b waits for the lease", waiting_for_the_lease).await?;
+    eventually(DEADLINE, "b waits for the lease", || {
+        lease_waited_for(&replica_b, "consumer:list")
+    })
+    .await?;
     let second = append_events(db.log.as_ref(), 2, 1).await?;
     let want = first.len() + second.len();
     eventually(DEADLINE, "a reads the new events", || {

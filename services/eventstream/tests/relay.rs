@@ -1,5 +1,6 @@
-//! The relay against a real nats-server: contract headers and subjects, and a crash
-//! between publish and checkpoint that loses nothing and stores nothing twice.
+//! The relay against a real nats-server: contract headers and subjects, a crash between
+//! publish and checkpoint that loses nothing and stores nothing twice, the checkpoint's
+//! saving, and relays on one log taking turns.
 
 mod common;
 
@@ -170,5 +171,59 @@ async fn the_checkpoint_is_saved_per_interval_and_at_the_stop() -> anyhow::Resul
     task.await?;
     assert_eq!(log.load_checkpoint(&settings.checkpoint).await?, 12);
     assert_eq!(relay.stats.checkpoint.load(Ordering::Relaxed), 12);
+    Ok(())
+}
+
+/// Relays on one PostgreSQL log (one per replica of each service that runs one) take
+/// turns on the log's lease: while one publishes, another waits in the server and
+/// publishes nothing; when the first stops, the second goes on from its checkpoint.
+#[tokio::test]
+async fn relays_on_one_log_take_turns() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = jetstream_for(&nats.url()).await?;
+    let db = certledger_testkit::db::TestDb::postgres().await?;
+    let second_log =
+        std::sync::Arc::new(certledger_eventlog::PgEventLog::connect(&db.url, &db.schema).await?);
+    let settings = RelaySettings::default();
+    let start = |log: std::sync::Arc<dyn certledger_eventlog::EventLog>| {
+        let relay = std::sync::Arc::new(Relay::new(log, js.clone(), settings.clone()));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let (relay, shutdown) = (relay.clone(), shutdown.clone());
+            async move { relay.run(shutdown).await }
+        });
+        (relay, shutdown, task)
+    };
+    let published = |relay: &std::sync::Arc<Relay>, n: u64| {
+        let relay = relay.clone();
+        move || {
+            let relay = relay.clone();
+            async move { (relay.stats.published.load(Ordering::Relaxed) == n).then_some(()) }
+        }
+    };
+
+    append_events(db.log.as_ref(), 2, 3).await?; // positions 1..=6
+    let (a, stop_a, task_a) = start(db.log.clone());
+    eventually(DEADLINE, "a publishes", published(&a, 6)).await?;
+    let (b, stop_b, task_b) = start(second_log.clone());
+    eventually(DEADLINE, "b waits for the lease", || {
+        lease_waited_for(&second_log, &settings.checkpoint)
+    })
+    .await?;
+    append_events(db.log.as_ref(), 1, 2).await?; // positions 7..=8
+    eventually(DEADLINE, "a publishes the new events", published(&a, 8)).await?;
+
+    stop_a.cancel();
+    task_a.await?;
+    append_events(db.log.as_ref(), 1, 2).await?; // positions 9..=10
+    eventually(DEADLINE, "b takes over", published(&b, 2)).await?;
+    stop_b.cancel();
+    task_b.await?;
+    assert_eq!(
+        b.stats.duplicates.load(Ordering::Relaxed),
+        0,
+        "b published again what a had"
+    );
+    assert_eq!(stream_messages(&js).await?, 10);
     Ok(())
 }

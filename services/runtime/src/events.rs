@@ -4,8 +4,8 @@
 //! * No NATS URL: consumers tail the SQL log (embedded mode).
 //! * With a NATS URL: the JetStream streams are ensured, consumers are durable pull
 //!   consumers, and (unless switched off) this process also runs a relay that publishes
-//!   the log to JetStream. Several relays are safe: JetStream drops the repeats by event
-//!   id, and consumers are idempotent.
+//!   the log to JetStream. Several relays take turns on the log's lease (one publishes);
+//!   after a takeover JetStream drops the repeats by event id.
 //! * Read models (the projector's, the order service's certificate list) tail the log in
 //!   either case: see [`read_model_source`].
 

@@ -113,3 +113,16 @@ impl Handler for Recorder {
         Ok(())
     }
 }
+
+/// Someone waits (in PostgreSQL) for the lease on the reader `name` of `log`'s log.
+pub async fn lease_waited_for(log: &certledger_eventlog::PgEventLog, name: &str) -> Option<()> {
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+           AND objsubid = 1 AND ((classid::int8 << 32) | objid::int8) = $1",
+    )
+    .bind(log.lease_key(name))
+    .fetch_one(log.pool())
+    .await
+    .ok()?;
+    (waiting > 0).then_some(())
+}
