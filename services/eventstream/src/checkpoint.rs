@@ -13,7 +13,7 @@ pub(crate) struct Checkpoint<'a> {
     name: &'a str,
     interval: Duration,
     /// The position stored, and when.
-    saved: Option<u64>,
+    saved: u64,
     saved_at: Instant,
 }
 
@@ -29,19 +29,19 @@ impl<'a> Checkpoint<'a> {
             log,
             name,
             interval,
-            saved: Some(saved),
+            saved,
             saved_at: Instant::now(),
         }
     }
 
     /// The position stored.
-    pub(crate) fn saved(&self) -> Option<u64> {
+    pub(crate) fn saved(&self) -> u64 {
         self.saved
     }
 
     /// When to save `position`, if it is not what is stored.
     pub(crate) fn due(&self, position: u64) -> Option<Instant> {
-        (self.saved != Some(position)).then_some(self.saved_at + self.interval)
+        (self.saved != position).then_some(self.saved_at + self.interval)
     }
 
     pub(crate) async fn save_when_due(&mut self, position: u64) {
@@ -51,12 +51,12 @@ impl<'a> Checkpoint<'a> {
     }
 
     pub(crate) async fn save(&mut self, position: u64) {
-        if self.saved == Some(position) {
+        if self.saved == position {
             return;
         }
         self.saved_at = Instant::now();
         match self.log.save_checkpoint(self.name, position).await {
-            Ok(()) => self.saved = Some(position),
+            Ok(()) => self.saved = position,
             // Not saved: the reader repeats a little more after a restart.
             Err(error) => {
                 tracing::warn!(checkpoint = %self.name, position, %error, "saving the checkpoint failed");

@@ -1,6 +1,8 @@
-//! Consumers: the services' reactions to events, fed either by a durable JetStream pull
-//! consumer (distributed mode; replicas of a service share one consumer and split the
-//! work) or by tailing the SQL log (embedded mode). Handlers are the same in both.
+//! Consumers: the services' reactions to events and the read models, fed either by a
+//! durable JetStream pull consumer (the reactions in distributed mode; replicas of a
+//! service share one consumer and split the work) or by tailing the SQL log (the read
+//! models always, everything in embedded mode; replicas take turns on the log's lease).
+//! Handlers are the same in both.
 //!
 //! A handler must be idempotent: an event can be delivered more than once (after a
 //! crash before the ack, a redelivery, a relay republish). A handler that decides from

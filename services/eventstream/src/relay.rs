@@ -224,9 +224,9 @@ impl Relay {
     }
 
     fn record(&self, checkpoint: &Checkpoint<'_>) {
-        if let Some(saved) = checkpoint.saved() {
-            self.stats.checkpoint.store(saved, Ordering::Relaxed);
-        }
+        self.stats
+            .checkpoint
+            .store(checkpoint.saved(), Ordering::Relaxed);
     }
 }
 
