@@ -16,6 +16,7 @@
 
 use crate::checkpoint::{Checkpoint, sleep_until_some};
 use crate::envelope;
+use crate::leased::{Leased, while_leased};
 use crate::pull::{Pull, PullError};
 use crate::relay::{Backoff, delay_for_attempt};
 use crate::setup::DEAD_LETTER_ROOT;
@@ -545,22 +546,15 @@ async fn run_sql_tail(
     let checkpoint_name = format!("consumer:{}", settings.name);
     let mut backoff = Backoff::default();
     while !shutdown.is_cancelled() {
-        let lease = tokio::select! {
-            lease = log.lease(&checkpoint_name) => lease,
-            () = shutdown.cancelled() => break,
-        };
-        let mut lease = match lease {
-            Ok(lease) => lease,
-            Err(error) => {
-                wait_or_shutdown(backoff.next(), shutdown, &settings.name, &error).await;
-                continue;
-            }
-        };
-        backoff.reset();
-        tokio::select! {
-            () = tail_from_checkpoint(log, &checkpoint_name, settings, handler, shutdown) => break,
-            () = lease.lost() => {
+        let tail = tail_from_checkpoint(log, &checkpoint_name, settings, handler, shutdown);
+        match while_leased(log, &checkpoint_name, shutdown, tail).await {
+            Leased::Done(()) | Leased::Shutdown => break,
+            Leased::Lost => {
+                backoff.reset();
                 tracing::warn!(consumer = %settings.name, "lost the lease on the log; tailing again once it is held");
+            }
+            Leased::Failed(error) => {
+                wait_or_shutdown(backoff.next(), shutdown, &settings.name, &error).await;
             }
         }
     }

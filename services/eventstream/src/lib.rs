@@ -12,6 +12,7 @@
 mod checkpoint;
 pub mod consumer;
 pub mod envelope;
+mod leased;
 mod pull;
 pub mod relay;
 pub mod setup;

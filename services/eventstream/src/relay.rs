@@ -10,6 +10,7 @@
 
 use crate::checkpoint::{Checkpoint, sleep_until_some};
 use crate::envelope;
+use crate::leased::{Leased, while_leased};
 use crate::subject;
 use async_nats::jetstream;
 use certledger_eventlog::{EventLog, StorageError};
@@ -147,19 +148,24 @@ impl Relay {
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut backoff = Backoff::default();
         while !shutdown.is_cancelled() {
-            let lease = tokio::select! {
-                lease = self.log.lease(&self.settings.checkpoint) => lease,
-                () = shutdown.cancelled() => break,
-            };
-            let failed = match lease {
-                Ok(mut lease) => tokio::select! {
-                    followed = self.follow(&shutdown, &mut backoff) => followed.err(),
-                    () = lease.lost() => {
-                        tracing::warn!("relay: lost the lease on the log; publishing again once it is held");
-                        None
-                    }
-                },
-                Err(error) => Some(error.into()),
+            let follow = self.follow(&shutdown, &mut backoff);
+            let failed = match while_leased(
+                self.log.as_ref(),
+                &self.settings.checkpoint,
+                &shutdown,
+                follow,
+            )
+            .await
+            {
+                Leased::Done(followed) => followed.err(),
+                Leased::Lost => {
+                    tracing::warn!(
+                        "relay: lost the lease on the log; publishing again once it is held"
+                    );
+                    None
+                }
+                Leased::Failed(error) => Some(error.into()),
+                Leased::Shutdown => None,
             };
             if let Some(error) = failed {
                 let delay = backoff.next();
