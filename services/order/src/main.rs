@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use certledger_order::config::{FLAGS, OrderConfig};
 use certledger_order::{CertificateList, OrderSetup, start};
 use certledger_runtime::config::service_main;
-use certledger_runtime::events::{open_log, open_source, read_model_source};
+use certledger_runtime::events::{open_log, read_model_source, spawn_relay};
 use certledger_runtime::server::cancel_on_signals;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +36,7 @@ async fn run(mut config: OrderConfig) -> anyhow::Result<()> {
         .await
         .context("starting authentication")?;
     // NATS, if configured, carries this process's relay; the list tails the log either way.
-    let (_, relay) = open_source(
+    let relay = spawn_relay(
         log.clone(),
         config.nats_url.as_deref(),
         config.relay,

@@ -17,7 +17,7 @@ use certledger_projections::{
     StoreOptions,
 };
 use certledger_runtime::config::{Request, parse_request};
-use certledger_runtime::events::{open_log, open_source, read_model_source};
+use certledger_runtime::events::{open_log, read_model_source, spawn_relay};
 use certledger_runtime::server::cancel_on_signals;
 use tokio_util::sync::CancellationToken;
 
@@ -155,7 +155,7 @@ async fn run(mut config: ProjectionsConfig) -> anyhow::Result<()> {
         .await
         .context("starting authentication")?;
     // NATS, if configured, is for the relay: the projector tails the log.
-    let (_, relay) = open_source(
+    let relay = spawn_relay(
         log.clone(),
         config.nats_url.as_deref(),
         config.relay,

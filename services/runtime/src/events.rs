@@ -70,6 +70,21 @@ pub async fn open_source(
     ))
 }
 
+/// For a process whose consumers all tail the log: a relay publishing the log to the
+/// NATS at `nats_url` until `shutdown`, or none (no URL, or `relay` off; NATS is then not
+/// contacted at all).
+pub async fn spawn_relay(
+    log: Arc<dyn EventLog>,
+    nats_url: Option<&str>,
+    relay: bool,
+    shutdown: CancellationToken,
+) -> Result<Option<JoinHandle<()>>, SourceError> {
+    match nats_url.filter(|_| relay) {
+        Some(url) => Ok(open_source(log, Some(url), true, shutdown).await?.1),
+        None => Ok(None),
+    }
+}
+
 /// Where read models take their events from: the log itself, also when NATS carries
 /// events between services. A read model needs every event of the log in order, which
 /// the log gives a page at a time from one query; through JetStream each event is a
