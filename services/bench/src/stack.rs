@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use certledger_certd::CertdConfig;
-use certledger_eventlog::EventLog;
+use certledger_eventlog::{EventLog, LogOptions, SharedReads};
 use certledger_issuance::IssuanceSetup;
 use certledger_issuance::ca::open_ca;
 use certledger_order::{CertificateList, OrderSetup};
 use certledger_projections::{ProjectionStore, Projector, ProjectorConfig, StoreOptions};
-use certledger_runtime::events::{open_log, open_source, read_model_source};
+use certledger_runtime::events::{open_source, read_model_source};
 use certledger_runtime::server::RunningService;
 use certledger_testkit::NatsServer;
 use certledger_testkit::db::TestDb;
@@ -133,10 +133,15 @@ impl Platform {
         let c = &config.issuance;
         let shutdown = CancellationToken::new();
         let ca = open_ca(&c.ca).context("opening the CA")?;
-        let log = open_log(&c.database_url, &c.pg_schema)
-            .await
-            .context("opening the event log")?;
+        // As `open_log` opens it, with the calls that reach the database counted.
+        let log = certledger_eventlog::connect_with(
+            &c.database_url,
+            LogOptions::new().pg_schema(&c.pg_schema),
+        )
+        .await
+        .context("opening the event log")?;
         let (log, counts) = CountingLog::wrap(log);
+        let log = SharedReads::wrap(log);
         let (source, relay) = open_source(
             log.clone(),
             c.nats_url.as_deref(),

@@ -26,6 +26,7 @@ pub mod hash;
 pub mod model;
 mod options;
 pub mod postgres;
+mod shared;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use append::{MAX_EVENT_TYPE_LEN, MAX_STREAM_ID_LEN};
 pub use model::*;
 pub use options::{DEFAULT_PG_SCHEMA, LogOptions};
 pub use postgres::PgEventLog;
+pub use shared::SharedReads;
 pub use sqlite::SqliteEventLog;
 
 /// Opens the event log at `url` with default options: `postgres://…` / `postgresql://…`

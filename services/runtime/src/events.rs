@@ -7,20 +7,24 @@
 //!   the log to JetStream. Several relays take turns on the log's lease (one publishes);
 //!   after a takeover JetStream drops the repeats by event id.
 //! * Read models (the projector's, the order service's certificate list) tail the log in
-//!   either case: see [`read_model_source`].
+//!   either case: see [`read_model_source`]. The readers of one process (relay, read
+//!   models, SQL-tail consumers) share their reads of the log: [`open_log`].
 
 use std::sync::Arc;
 
-use certledger_eventlog::{EventLog, LogOptions, StorageError};
+use certledger_eventlog::{EventLog, LogOptions, SharedReads, StorageError};
 use certledger_eventstream::consumer::{ConsumerSettings, EventSource, Handler};
 use certledger_eventstream::relay::{Relay, RelaySettings};
 use certledger_eventstream::setup::{STREAM, StreamSettings, ensure_streams};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Opens the event log at `url` (`postgres://…` in `pg_schema`, or `sqlite:…`).
+/// Opens the event log at `url` (`postgres://…` in `pg_schema`, or `sqlite:…`), its
+/// reads shared by the process's readers ([`SharedReads`]).
 pub async fn open_log(url: &str, pg_schema: &str) -> Result<Arc<dyn EventLog>, StorageError> {
-    certledger_eventlog::connect_with(url, LogOptions::new().pg_schema(pg_schema)).await
+    let log =
+        certledger_eventlog::connect_with(url, LogOptions::new().pg_schema(pg_schema)).await?;
+    Ok(SharedReads::wrap(log))
 }
 
 /// Why the event source could not be opened.

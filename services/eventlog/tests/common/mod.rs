@@ -17,7 +17,7 @@ use certledger_eventlog::hash::{HashInput, ZERO_HASH, event_hash};
 use certledger_eventlog::test_hooks::{BeforeCommitHook, CommitInfo};
 use certledger_eventlog::{
     AppendError, EventLog, ExpectedVersion, LogOptions, Metadata, NewEvent, RecordedEvent,
-    StreamAppend, Tamper,
+    SharedReads, StreamAppend, Tamper,
 };
 use chrono::Utc;
 use tokio::sync::watch;
@@ -59,6 +59,7 @@ macro_rules! eventlog_suite {
             tampering_is_detected,
             checkpoints_and_head_position,
             wait_for_new_wakes_on_append,
+            shared_reads_give_every_reader_the_whole_log,
         );
     };
     (@cases $harness:ty; $($case:ident),* $(,)?) => {
@@ -512,8 +513,9 @@ pub fn jitter_hook() -> BeforeCommitHook {
 
 /// Tails the whole log from position 0 until it has passed the final head (sent once
 /// every writer is done), checking that positions strictly increase.
-async fn tail<L: EventLog>(
+async fn tail<L: EventLog + ?Sized>(
     log: Arc<L>,
+    page: u32,
     mut final_head: watch::Receiver<Option<u64>>,
 ) -> Vec<RecordedEvent> {
     let deadline = Instant::now() + DEADLINE;
@@ -521,7 +523,7 @@ async fn tail<L: EventLog>(
     let mut seen = Vec::new();
     loop {
         assert!(Instant::now() < deadline, "reader stuck at position {pos}");
-        let batch = log.read_all(pos, 16).await.expect("read_all");
+        let batch = log.read_all(pos, page).await.expect("read_all");
         if batch.is_empty() {
             if final_head
                 .borrow_and_update()
@@ -561,7 +563,7 @@ pub async fn concurrent_appenders_and_tailing_reader<H: Harness>() {
     }
     let reader_log = Arc::new(h.open(LogOptions::new().max_connections(2)).await);
     let (final_tx, final_rx) = watch::channel(None);
-    let reader = tokio::spawn(tail(reader_log.clone(), final_rx));
+    let reader = tokio::spawn(tail(reader_log.clone(), 16, final_rx));
 
     let mut writers = Vec::new();
     for w in 0..WRITERS {
@@ -955,4 +957,70 @@ pub async fn wait_for_new_wakes_on_append<H: Harness>() {
         .await;
     let head = poller.head_position().await.unwrap();
     within("wait_for_new poll fallback", poller.wait_for_new(head)).await;
+}
+
+/// Readers sharing their reads ([`SharedReads`]) while writers append and race (on
+/// PostgreSQL a refused append leaves a gap in the positions): each reader, whatever its
+/// page size, sees exactly the log, in order; a reader at the window reads nothing from
+/// the log; one behind the window reads the log itself.
+pub async fn shared_reads_give_every_reader_the_whole_log<H: Harness>() {
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 12;
+    let h = H::create().await;
+    let log: Arc<dyn EventLog> = Arc::new(h.open(LogOptions::new().max_connections(4)).await);
+    let shared = Arc::new(SharedReads::new(log.clone(), 8));
+    let (final_tx, final_rx) = watch::channel(None);
+    let readers: Vec<_> = [1, 3, 7, 50]
+        .into_iter()
+        .map(|page| tokio::spawn(tail(shared.clone(), page, final_rx.clone())))
+        .collect();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for k in 0..PER_WRITER {
+                    let stream = format!("certificate-{}", (w + k) % 3);
+                    let mut expected = ExpectedVersion::Exact(0);
+                    loop {
+                        let e = event("Touched", format!("{w}/{k}").as_bytes());
+                        match log.append_one(&stream, expected, vec![e]).await {
+                            Ok(_) => break,
+                            Err(AppendError::Conflict { actual, .. }) => {
+                                expected = ExpectedVersion::Exact(actual);
+                            }
+                            Err(other) => panic!("writer {w}: {other}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        within("writers", w).await.expect("writer task");
+    }
+    let whole = log.read_all(0, 10_000).await.expect("read the log");
+    assert_eq!(whole.len(), WRITERS * PER_WRITER);
+    final_tx.send_replace(whole.last().map(|e| e.position));
+    let ids = |events: &[RecordedEvent]| events.iter().map(|e| e.event_id).collect::<Vec<_>>();
+    for reader in readers {
+        let seen = within("reader", reader).await.expect("reader task");
+        assert_eq!(ids(&seen), ids(&whole));
+    }
+
+    // With the log still: one read for readers at the window, none for the second.
+    let shared = SharedReads::new(log.clone(), 4);
+    let last = whole[whole.len() - 4..].to_vec();
+    let after = whole[whole.len() - 5].position;
+    assert_eq!(ids(&shared.read_all(after, 100).await.unwrap()), ids(&last));
+    assert_eq!(ids(&shared.read_all(after, 100).await.unwrap()), ids(&last));
+    assert_eq!(
+        ids(&shared.read_all(last[0].position, 2).await.unwrap()),
+        ids(&last[1..3])
+    );
+    assert_eq!(shared.reads_from_log(), 1);
+    // Behind the window: the log itself, and the window stays where it was.
+    assert_eq!(ids(&shared.read_all(0, 2).await.unwrap()), ids(&whole[..2]));
+    assert_eq!(shared.reads_from_log(), 2);
+    assert_eq!(ids(&shared.read_all(after, 100).await.unwrap()), ids(&last));
+    assert_eq!(shared.reads_from_log(), 2);
 }
