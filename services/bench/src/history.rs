@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use certledger_domain::CertificateEvent;
 use certledger_eventlog::{
-    EventLog, ExpectedVersion, LogOptions, NewEvent, RecordedEvent, StreamAppend,
+    EventLog, ExpectedVersion, LogOptions, NewEvent, RecordedEvent, SharedReads, StreamAppend,
 };
 use certledger_order::OrderSetup;
 use certledger_projections::{
@@ -308,7 +308,9 @@ pub async fn run_rebuild(settings: &Settings) -> anyhow::Result<Vec<Figure>> {
         )
         .await
         .context("opening the read models")?;
-        let projector = Projector::new(store, db.log.clone(), ProjectorConfig::default());
+        // The log as the services open it (`open_log`): reads shared by the process's readers.
+        let log = SharedReads::wrap(db.log.clone());
+        let projector = Projector::new(store, log, ProjectorConfig::default());
         for repeat in 1..=settings.repeats {
             step(format!(
                 "rebuild on {}: repeat {repeat}/{}, {events} events into every read model",

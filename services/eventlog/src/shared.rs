@@ -5,7 +5,8 @@
 //! event once per reader: the same rows fetched, sent and decoded three times.
 //! [`SharedReads`] keeps the events it last read in a window and answers a reader from it
 //! when the window covers the reader's position; only a reader past the window's end
-//! reads the log, one at a time, and what it reads extends the window for the others.
+//! reads the log, one at a time, and what it reads (a page that reached the log's head)
+//! extends the window for the others.
 //!
 //! Why the window is complete: `read_all` never returns an event while an earlier
 //! position may still commit ([`EventLog::read_all`]), so once a read has returned events
@@ -178,7 +179,11 @@ impl EventLog for SharedReads {
             return Ok(events);
         }
         let events = self.read_log(after_position, limit).await?;
-        self.window().extend(after_position, &events, self.capacity);
+        // A full page: the reader is catching up (a rebuild, a backlog after a restart),
+        // far from the others; keeping its pages would only cost copies.
+        if events.len() < limit as usize {
+            self.window().extend(after_position, &events, self.capacity);
+        }
         Ok(events)
     }
 

@@ -1023,4 +1023,10 @@ pub async fn shared_reads_give_every_reader_the_whole_log<H: Harness>() {
     assert_eq!(shared.reads_from_log(), 2);
     assert_eq!(ids(&shared.read_all(after, 100).await.unwrap()), ids(&last));
     assert_eq!(shared.reads_from_log(), 2);
+    // A full page (a reader catching up) is not kept.
+    let shared = SharedReads::new(log.clone(), 4);
+    for reads in 1..=2 {
+        assert_eq!(ids(&shared.read_all(after, 4).await.unwrap()), ids(&last));
+        assert_eq!(shared.reads_from_log(), reads);
+    }
 }
