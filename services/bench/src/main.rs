@@ -13,6 +13,7 @@
 //! the JSON report to `--json` (default `target/bench/certledger-bench.json`).
 
 mod append;
+mod calibration;
 mod counting;
 mod footprint;
 mod history;
@@ -208,6 +209,8 @@ fn parse(args: Vec<String>) -> anyhow::Result<Option<Settings>> {
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let load_before = report::load_average();
+    let calibration = calibration::measure();
+    progress::step(format!("this machine: {calibration}"));
     progress::step(format!(
         "scenarios {:?}, backends {:?}, repeats {}, quick {}; load average {:?}",
         settings.scenarios,
@@ -248,7 +251,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         "command": std::env::args().collect::<Vec<_>>(),
     });
     let load = json!({ "loadavg_before": load_before, "loadavg_after": load_after });
-    let document = report::report(figures.all(), settings_json, load);
+    let document = report::report(figures.all(), settings_json, load, calibration);
     report::write_json(&settings.json, &document)?;
     progress::step(format!(
         "wrote {}; load average now {:?}",

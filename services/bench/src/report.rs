@@ -281,13 +281,15 @@ pub fn write_json(path: &Path, report: &Value) -> anyhow::Result<()> {
     std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
-/// The whole report.
-pub fn report(figures: &[Figure], settings: Value, load: Value) -> Value {
+/// The whole report; `calibration` goes with the machine ([`crate::calibration`]).
+pub fn report(figures: &[Figure], settings: Value, load: Value, calibration: Value) -> Value {
+    let mut machine = machine();
+    machine["calibration"] = calibration;
     json!({
         "tool": "certledger-bench",
         "version": env!("CARGO_PKG_VERSION"),
         "recorded_at": chrono::Utc::now().to_rfc3339(),
-        "machine": machine(),
+        "machine": machine,
         "load": load,
         "settings": settings,
         "figures": figures.iter().map(Figure::to_json).collect::<Vec<_>>(),

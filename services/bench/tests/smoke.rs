@@ -36,6 +36,12 @@ fn quick_append_and_revocation_write_a_report_with_positive_figures() {
     );
     assert!(report["machine"]["kernel"].is_string(), "{report}");
     assert!(
+        report["machine"]["calibration"]["loopback_round_trip_us"]
+            .as_f64()
+            .is_some_and(|us| us > 0.0),
+        "{report}"
+    );
+    assert!(
         report["settings"]["quick"].as_bool().unwrap_or(false),
         "{report}"
     );
