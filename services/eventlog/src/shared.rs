@@ -13,6 +13,10 @@
 //! up to position `p`, every event at or below `p` is known, and a page after `from` that
 //! ends at `to` holds every event in `(from, to]`. A reader behind the window's start
 //! (catching up, or rebuilding) reads the log itself and leaves the window alone.
+//!
+//! A process with one reader (a relay-only service) would copy every event into the
+//! window for no one: events are kept only once a read has come from behind the end of
+//! the last one, the sign of a second reader.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +53,8 @@ struct Window {
     to: u64,
     events: VecDeque<RecordedEvent>,
     bytes: usize,
+    /// A second reader has shown itself: events are kept from then on.
+    shared: bool,
 }
 
 /// What an event holds on the heap, roughly.
@@ -71,8 +77,9 @@ enum Served {
 }
 
 impl Window {
-    fn serve(&self, after: u64, limit: u32) -> Served {
+    fn serve(&mut self, after: u64, limit: u32) -> Served {
         if after < self.from {
+            self.shared = true;
             return Served::Behind;
         }
         if after >= self.to {
@@ -100,11 +107,19 @@ impl Window {
             self.from = after;
             self.to = after;
         }
+        let Some(last) = events.last() else {
+            return;
+        };
+        if !self.shared {
+            self.from = last.position;
+            self.to = last.position;
+            return;
+        }
         for event in events {
             self.bytes += size_of(event);
             self.events.push_back(event.clone());
-            self.to = event.position;
         }
+        self.to = last.position;
         while self.events.len() > capacity || self.bytes > WINDOW_BYTES {
             let Some(dropped) = self.events.pop_front() else {
                 break;

@@ -1007,26 +1007,46 @@ pub async fn shared_reads_give_every_reader_the_whole_log<H: Harness>() {
         assert_eq!(ids(&seen), ids(&whole));
     }
 
-    // With the log still: one read for readers at the window, none for the second.
-    let shared = SharedReads::new(log.clone(), 4);
-    let last = whole[whole.len() - 4..].to_vec();
+    // A lone reader's pages are not kept: the same page again is read from the log, and
+    // that read, from behind the end of the last, shows a second reader.
+    let head = whole[whole.len() - 1].position;
+    let tail = whole[whole.len() - 4..].to_vec();
     let after = whole[whole.len() - 5].position;
-    assert_eq!(ids(&shared.read_all(after, 100).await.unwrap()), ids(&last));
-    assert_eq!(ids(&shared.read_all(after, 100).await.unwrap()), ids(&last));
+    let (shared, catching_up) = (
+        SharedReads::new(log.clone(), 4),
+        SharedReads::new(log.clone(), 4),
+    );
+    for reads in 1..=2 {
+        for s in [&shared, &catching_up] {
+            assert_eq!(ids(&s.read_all(after, 100).await.unwrap()), ids(&tail));
+            assert_eq!(s.reads_from_log(), reads);
+        }
+    }
+    // From then on: one read for readers at the window, none for the others.
+    let news: Vec<NewEvent> = (0..4).map(|i| event("Touched", &[i])).collect();
+    log.append_one("certificate-news", ExpectedVersion::NoStream, news)
+        .await
+        .expect("append");
+    let last = log.read_all(head, 100).await.expect("read the log");
+    assert_eq!(last.len(), 4);
+    assert_eq!(ids(&shared.read_all(head, 100).await.unwrap()), ids(&last));
+    assert_eq!(ids(&shared.read_all(head, 100).await.unwrap()), ids(&last));
     assert_eq!(
         ids(&shared.read_all(last[0].position, 2).await.unwrap()),
         ids(&last[1..3])
     );
-    assert_eq!(shared.reads_from_log(), 1);
+    assert_eq!(shared.reads_from_log(), 3);
     // Behind the window: the log itself, and the window stays where it was.
     assert_eq!(ids(&shared.read_all(0, 2).await.unwrap()), ids(&whole[..2]));
-    assert_eq!(shared.reads_from_log(), 2);
-    assert_eq!(ids(&shared.read_all(after, 100).await.unwrap()), ids(&last));
-    assert_eq!(shared.reads_from_log(), 2);
+    assert_eq!(shared.reads_from_log(), 4);
+    assert_eq!(ids(&shared.read_all(head, 100).await.unwrap()), ids(&last));
+    assert_eq!(shared.reads_from_log(), 4);
     // A full page (a reader catching up) is not kept.
-    let shared = SharedReads::new(log.clone(), 4);
-    for reads in 1..=2 {
-        assert_eq!(ids(&shared.read_all(after, 4).await.unwrap()), ids(&last));
-        assert_eq!(shared.reads_from_log(), reads);
+    for reads in 3..=4 {
+        assert_eq!(
+            ids(&catching_up.read_all(head, 4).await.unwrap()),
+            ids(&last)
+        );
+        assert_eq!(catching_up.reads_from_log(), reads);
     }
 }
