@@ -131,15 +131,28 @@ const UPSERT_REVOCATIONS: Many = Many {
      updated_position = excluded.updated_position",
 };
 
-const fn delete_where_in(name: &'static str, head: &'static str) -> Many {
-    Many {
-        name,
-        head,
-        fixed: 0,
-        row: "$1",
-        width: 1,
-        tail: ")",
-    }
+/// A statement over the rows of some streams, by key: `prefix IN (…)` on SQLite (a
+/// [`Many`] of one-key rows), `prefix = ANY($1)` on PostgreSQL, with the keys bound as one
+/// array: any number of keys in one statement of one text, planned as an index lookup.
+struct Keys {
+    sqlite: Many,
+    postgres: &'static str,
+}
+
+macro_rules! keys {
+    ($name:literal, $prefix:literal) => {
+        Keys {
+            sqlite: Many {
+                name: $name,
+                head: concat!($prefix, " IN ("),
+                fixed: 0,
+                row: "$1",
+                width: 1,
+                tail: ")",
+            },
+            postgres: concat!($prefix, " = ANY($1)"),
+        }
+    };
 }
 
 /// The tables a batch writes rows to (CRL publications apart), in the order they are
@@ -154,39 +167,36 @@ enum Table {
 }
 
 /// Each [`Table`]'s delete (the rows of some streams) and insert, in its order.
-static TABLES: [(Many, Many); 5] = [
+static TABLES: [(Keys, Many); 5] = [
     (
-        delete_where_in(
+        keys!(
             "delete from inventory",
-            "DELETE FROM inventory WHERE certificate_id IN (",
+            "DELETE FROM inventory WHERE certificate_id"
         ),
         UPSERT_INVENTORY,
     ),
     (
-        delete_where_in(
+        keys!(
             "delete from expiry_calendar",
-            "DELETE FROM expiry_calendar WHERE certificate_id IN (",
+            "DELETE FROM expiry_calendar WHERE certificate_id"
         ),
         UPSERT_EXPIRY,
     ),
     (
-        delete_where_in(
+        keys!(
             "delete from deployments",
-            "DELETE FROM deployments WHERE certificate_id IN (",
+            "DELETE FROM deployments WHERE certificate_id"
         ),
         INSERT_DEPLOYMENTS,
     ),
     (
-        delete_where_in(
-            "delete from targets",
-            "DELETE FROM targets WHERE target_id IN (",
-        ),
+        keys!("delete from targets", "DELETE FROM targets WHERE target_id"),
         UPSERT_TARGETS,
     ),
     (
-        delete_where_in(
+        keys!(
             "delete from revocations",
-            "DELETE FROM revocations WHERE certificate_id IN (",
+            "DELETE FROM revocations WHERE certificate_id"
         ),
         UPSERT_REVOCATIONS,
     ),
@@ -200,15 +210,11 @@ const _: () = assert!(
 );
 
 /// The versions every model reflects of the listed streams.
-const STREAM_VERSIONS: Many = Many {
-    name: "read stream versions",
-    head: "SELECT stream_id, inventory, expiry_calendar, deployments, revocations \
-     FROM projection_stream_versions WHERE stream_id IN (",
-    fixed: 0,
-    row: "$1",
-    width: 1,
-    tail: ")",
-};
+const STREAM_VERSIONS: Keys = keys!(
+    "read stream versions",
+    "SELECT stream_id, inventory, expiry_calendar, deployments, revocations \
+     FROM projection_stream_versions WHERE stream_id"
+);
 
 /// A stream's versions: NULL leaves a model's version as it is.
 const SET_STREAM_VERSIONS: Many = Many {
@@ -250,8 +256,10 @@ fn max_rows(m: &Many) -> usize {
 }
 
 /// How `total` rows are split into statements: as many full ones (`max` rows) as fit, then
-/// the rest. PostgreSQL gets the rest in powers of two, so that few distinct statements
-/// are ever prepared (and kept by sqlx's statement cache). SQLite gets it one row per
+/// the rest. PostgreSQL gets the rest in at most two statements, a multiple of eight rows
+/// and fewer than eight, so that few distinct statements are ever prepared (at most 15
+/// sizes below `max`, kept by sqlx's statement cache; powers of two took a statement per
+/// bit of the rest, about three a batch). SQLite gets it one row per
 /// statement: its statements are prepared on every batch (through SQLite's own API,
 /// which keeps no cache across batches), preparing costs in proportion to a statement's
 /// length, and a one-row statement is prepared once and stepped once per row.
@@ -262,7 +270,8 @@ fn chunk_sizes(total: usize, max: usize, sqlite: bool) -> impl Iterator<Item = u
             0 => return None,
             l if l >= max => max,
             _ if sqlite => 1,
-            l => 1 << l.ilog2(),
+            l if l >= 8 => l & !7,
+            l => l,
         };
         left -= n;
         Some(n)
@@ -325,8 +334,8 @@ fn anonymous(sql: &str) -> (String, Vec<usize>) {
     (text, order)
 }
 
-/// [`many_sql`] for the backend, generated once per statement, backend and size (sizes
-/// are powers of two, so the cache stays small).
+/// [`many_sql`] for the backend, generated once per statement, backend and size (few
+/// sizes: see [`chunk_sizes`]).
 fn cached_sql(m: &Many, rows: usize, sqlite: bool) -> Sql {
     type Cache = HashMap<(&'static str, usize, bool), Sql>;
     static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
@@ -404,20 +413,29 @@ macro_rules! bind_values {
     }};
 }
 
-/// Runs each statement `m` (one without `fixed` parameters) over its values, `m.width`
-/// per row, in as few statements as the limits allow. On SQLite all of them run in one
-/// hand-off to the connection ([`with_rusqlite`]): through sqlx every statement is a
-/// round trip to its worker thread.
+/// Deletes the rows of the listed keys from each table of `deletes`, then runs each
+/// statement `m` of `writes` over its values, `m.width` per row, in as few statements as
+/// the limits allow. On SQLite all of them run in one hand-off to the connection
+/// ([`with_rusqlite`]): through sqlx every statement is a round trip to its worker thread.
 async fn execute_all(
     tx: &mut Tx,
-    work: Vec<(&Many, Vec<Value>)>,
+    deletes: Vec<(&Keys, Vec<String>)>,
+    writes: Vec<(&Many, Vec<Value>)>,
     what: &str,
 ) -> Result<(), ProjectionError> {
     let failed =
         |m: &Many, rows: usize| ProjectionError::db(format!("{what}: {} ({rows} rows)", m.name));
     match tx {
         Db::Pg(c) => {
-            for (m, values) in work {
+            for (keys, ids) in deletes {
+                let rows = ids.len();
+                sqlx::query(keys.postgres)
+                    .bind(ids)
+                    .execute(&mut **c)
+                    .await
+                    .map_err(failed(&keys.sqlite, rows))?;
+            }
+            for (m, values) in writes {
                 let rows = values.len() / m.width;
                 let mut values = values.into_iter();
                 for n in chunk_sizes(rows, max_rows(m), false) {
@@ -432,6 +450,10 @@ async fn execute_all(
             Ok(())
         }
         Db::Sqlite(c) => {
+            let deletes = deletes
+                .into_iter()
+                .map(|(keys, ids)| (&keys.sqlite, ids.into_iter().map(Value::Text).collect()));
+            let work: Vec<(&Many, Vec<Value>)> = deletes.chain(writes).collect();
             let rows = work.iter().map(|(m, values)| values.len() / m.width).sum();
             with_rusqlite(c, Blocking::for_rows(rows), |db| {
                 for (m, values) in work {
@@ -496,20 +518,6 @@ pub(crate) async fn stream_versions(
     stream_ids: &[&str],
     what: &str,
 ) -> Result<HashMap<String, [u64; 4]>, ProjectionError> {
-    let sqlite = matches!(connection, Db::Sqlite(_));
-    let mut ids = stream_ids.iter();
-    let queries: Vec<(Sql, Vec<Value>)> =
-        chunk_sizes(stream_ids.len(), max_rows(&STREAM_VERSIONS), sqlite)
-            .map(|n| {
-                let sql = cached_sql(&STREAM_VERSIONS, n, sqlite);
-                let values = ids
-                    .by_ref()
-                    .take(n)
-                    .map(|id| Value::Text((*id).to_owned()))
-                    .collect();
-                (sql, values)
-            })
-            .collect();
     let failed = || {
         ProjectionError::db(format!(
             "{what}: read versions of {} streams",
@@ -518,29 +526,40 @@ pub(crate) async fn stream_versions(
     };
     let versions = |v: [Option<i64>; 4]| v.map(|v| v.map_or(0, to_u64));
     let mut found: HashMap<String, [u64; 4]> = HashMap::with_capacity(stream_ids.len());
+    if stream_ids.is_empty() {
+        return Ok(found);
+    }
     match connection {
         Db::Pg(c) => {
-            for (sql, values) in queries {
-                let page = bind_values!(sqlx::query(AssertSqlSafe(sql.text)), values)
-                    .fetch_all(&mut *c)
-                    .await;
-                let page = page.and_then(|page| {
-                    page.iter()
-                        .map(|r| {
-                            let v = [
-                                r.opt_int("inventory")?,
-                                r.opt_int("expiry_calendar")?,
-                                r.opt_int("deployments")?,
-                                r.opt_int("revocations")?,
-                            ];
-                            Ok((r.text("stream_id")?, versions(v)))
-                        })
-                        .collect::<Result<Vec<_>, sqlx::Error>>()
-                });
-                found.extend(page.map_err(failed())?);
-            }
+            let rows = sqlx::query(STREAM_VERSIONS.postgres)
+                .bind(stream_ids)
+                .fetch_all(&mut *c)
+                .await;
+            let page = rows.and_then(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        let v = [
+                            r.opt_int("inventory")?,
+                            r.opt_int("expiry_calendar")?,
+                            r.opt_int("deployments")?,
+                            r.opt_int("revocations")?,
+                        ];
+                        Ok((r.text("stream_id")?, versions(v)))
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            });
+            found.extend(page.map_err(failed())?);
         }
         Db::Sqlite(c) => {
+            let m = &STREAM_VERSIONS.sqlite;
+            let mut ids = stream_ids.iter();
+            let queries: Vec<(Sql, Vec<Value>)> = chunk_sizes(stream_ids.len(), max_rows(m), true)
+                .map(|n| {
+                    let values = ids.by_ref().take(n);
+                    let values = values.map(|id| Value::Text((*id).to_owned())).collect();
+                    (cached_sql(m, n, true), values)
+                })
+                .collect();
             let blocking = Blocking::for_rows(stream_ids.len());
             let read = with_rusqlite(c, blocking, |db| -> rusqlite::Result<()> {
                 let mut prepared = None;
@@ -574,7 +593,7 @@ fn parse_list(text: &str) -> Vec<String> {
 #[derive(Debug, Default)]
 struct TableWrites {
     /// Keys of the streams whose rows are deleted first.
-    deletes: Vec<Value>,
+    deletes: Vec<String>,
     /// The rows then inserted (or upserted), `width` values each.
     rows: Vec<Value>,
 }
@@ -606,13 +625,24 @@ impl Writes {
                 Some(r) => self.row(Table::Inventory, inventory_values(r)),
                 None => self.delete(Table::Inventory, reflected, &v.id),
             },
+            // A certificate's rows below come from facts that are never taken back (the
+            // domain's property tests check it): without the fact now, the model never
+            // had a row of it, and there is nothing to delete.
             (ReadModel::ExpiryCalendar, StreamView::Certificate(v)) => match v.expiry_row(policy) {
                 Some(r) => self.row(Table::ExpiryCalendar, expiry_values(r)),
-                None => self.delete(Table::ExpiryCalendar, reflected, &v.id),
+                // Issued: a row until revoked.
+                None if v.state.issued.is_some() => {
+                    self.delete(Table::ExpiryCalendar, reflected, &v.id)
+                }
+                None => {}
             },
             (ReadModel::Deployments, StreamView::Certificate(v)) => {
-                self.delete(Table::Deployments, reflected, &v.id);
-                for r in v.deployment_rows() {
+                // Deployments are only ever added to a certificate.
+                let rows = v.deployment_rows();
+                if !rows.is_empty() {
+                    self.delete(Table::Deployments, reflected, &v.id);
+                }
+                for r in rows {
                     self.row(Table::Deployments, deployment_values(r));
                 }
             }
@@ -620,10 +650,13 @@ impl Writes {
                 Some(r) => self.row(Table::Targets, target_values(r)),
                 None => self.delete(Table::Targets, reflected, &v.id),
             },
-            (ReadModel::Revocations, StreamView::Certificate(v)) => match v.revocation_row() {
-                Some(r) => self.row(Table::Revocations, revocation_values(r)),
-                None => self.delete(Table::Revocations, reflected, &v.id),
-            },
+            // A revocation, and its request, are for good: a certificate without either
+            // never had a row.
+            (ReadModel::Revocations, StreamView::Certificate(v)) => {
+                if let Some(r) = v.revocation_row() {
+                    self.row(Table::Revocations, revocation_values(r));
+                }
+            }
             (ReadModel::Revocations, StreamView::Crl(v)) => {
                 // CRLs are only ever added: write those the model has not seen.
                 self.crl_publications.extend(
@@ -658,9 +691,7 @@ impl Writes {
     /// Deletes a stream's rows, unless the model has never written any (`reflected` 0).
     fn delete(&mut self, table: Table, reflected: u64, id: &str) {
         if reflected > 0 {
-            self.tables[table as usize]
-                .deletes
-                .push(Value::Text(id.to_owned()));
+            self.tables[table as usize].deletes.push(id.to_owned());
         }
     }
 
@@ -677,14 +708,17 @@ impl Writes {
 
     /// Writes everything gathered, the stream versions and the checkpoints.
     pub async fn flush(self, tx: &mut Tx, what: &str) -> Result<(), ProjectionError> {
-        let mut work: Vec<(&Many, Vec<Value>)> = Vec::new();
+        let mut deletes: Vec<(&Keys, Vec<String>)> = Vec::new();
+        let mut writes: Vec<(&Many, Vec<Value>)> = Vec::new();
         for ((delete, insert), w) in TABLES.iter().zip(self.tables) {
-            work.extend([(delete, w.deletes), (insert, w.rows)]);
+            deletes.push((delete, w.deletes));
+            writes.push((insert, w.rows));
         }
-        work.push((&SET_STREAM_VERSIONS, self.versions));
-        work.push((&SET_CHECKPOINTS, self.checkpoints));
-        work.retain(|(_, values)| !values.is_empty());
-        execute_all(tx, work, what).await?;
+        writes.push((&SET_STREAM_VERSIONS, self.versions));
+        writes.push((&SET_CHECKPOINTS, self.checkpoints));
+        deletes.retain(|(_, ids)| !ids.is_empty());
+        writes.retain(|(_, values)| !values.is_empty());
+        execute_all(tx, deletes, writes, what).await?;
         for p in &self.crl_publications {
             insert_crl_publication(tx, p)
                 .await
@@ -884,7 +918,7 @@ pub(crate) async fn set_checkpoint(
     what: &str,
 ) -> Result<(), ProjectionError> {
     let values = checkpoint_values(model, position, rebuilding).into();
-    execute_all(tx, vec![(&SET_CHECKPOINTS, values)], what).await
+    execute_all(tx, Vec::new(), vec![(&SET_CHECKPOINTS, values)], what).await
 }
 
 // --- decoding rows -------------------------------------------------------------------
