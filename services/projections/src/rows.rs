@@ -133,7 +133,8 @@ const UPSERT_REVOCATIONS: Many = Many {
 
 /// A statement over the rows of some streams, by key: `prefix IN (…)` on SQLite (a
 /// [`Many`] of one-key rows), `prefix = ANY($1)` on PostgreSQL, with the keys bound as one
-/// array: any number of keys in one statement of one text, planned as an index lookup.
+/// array: up to [`MAX_KEYS`] keys in one statement of one text, planned as an index
+/// lookup.
 struct Keys {
     sqlite: Many,
     postgres: &'static str,
@@ -248,6 +249,10 @@ const MAX_PARAMETERS: usize = 32_000;
 /// a statement changes to its statement journal, which spills to a temporary file
 /// beyond 64 KiB.
 const MAX_ROWS: usize = 64;
+/// Keys per lookup at most on PostgreSQL: with a page of a catch-up's keys (a thousand
+/// and more) in one array the planner scanned the whole table, three times slower in
+/// the rebuild than lookups of 64.
+const MAX_KEYS: usize = 64;
 
 /// The most rows of `m` per statement: a power of two.
 fn max_rows(m: &Many) -> usize {
@@ -428,12 +433,13 @@ async fn execute_all(
     match tx {
         Db::Pg(c) => {
             for (keys, ids) in deletes {
-                let rows = ids.len();
-                sqlx::query(keys.postgres)
-                    .bind(ids)
-                    .execute(&mut **c)
-                    .await
-                    .map_err(failed(&keys.sqlite, rows))?;
+                for chunk in ids.chunks(MAX_KEYS) {
+                    sqlx::query(keys.postgres)
+                        .bind(chunk)
+                        .execute(&mut **c)
+                        .await
+                        .map_err(failed(&keys.sqlite, ids.len()))?;
+                }
             }
             for (m, values) in writes {
                 let rows = values.len() / m.width;
@@ -531,24 +537,26 @@ pub(crate) async fn stream_versions(
     }
     match connection {
         Db::Pg(c) => {
-            let rows = sqlx::query(STREAM_VERSIONS.postgres)
-                .bind(stream_ids)
-                .fetch_all(&mut *c)
-                .await;
-            let page = rows.and_then(|rows| {
-                rows.iter()
-                    .map(|r| {
-                        let v = [
-                            r.opt_int("inventory")?,
-                            r.opt_int("expiry_calendar")?,
-                            r.opt_int("deployments")?,
-                            r.opt_int("revocations")?,
-                        ];
-                        Ok((r.text("stream_id")?, versions(v)))
-                    })
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-            });
-            found.extend(page.map_err(failed())?);
+            for chunk in stream_ids.chunks(MAX_KEYS) {
+                let rows = sqlx::query(STREAM_VERSIONS.postgres)
+                    .bind(chunk)
+                    .fetch_all(&mut *c)
+                    .await;
+                let page = rows.and_then(|rows| {
+                    rows.iter()
+                        .map(|r| {
+                            let v = [
+                                r.opt_int("inventory")?,
+                                r.opt_int("expiry_calendar")?,
+                                r.opt_int("deployments")?,
+                                r.opt_int("revocations")?,
+                            ];
+                            Ok((r.text("stream_id")?, versions(v)))
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                });
+                found.extend(page.map_err(failed())?);
+            }
         }
         Db::Sqlite(c) => {
             let m = &STREAM_VERSIONS.sqlite;

@@ -41,6 +41,7 @@ both_backends!(
     every_event_twice_changes_nothing,
     a_gap_is_absorbed_by_the_next_event,
     rebuild_equals_live,
+    a_batch_of_many_streams_is_looked_up_whole,
 );
 
 async fn live_read_models(db: TestDb) -> anyhow::Result<()> {
@@ -489,6 +490,59 @@ async fn every_event_twice_changes_nothing(db: TestDb) -> anyhow::Result<()> {
     let stats = running.projector.stats();
     assert!(stats.duplicates.load(std::sync::atomic::Ordering::Relaxed) >= 40);
     running.stop().await?;
+    Ok(())
+}
+
+/// One batch with more streams than a statement takes (lookups and writes are split into
+/// statements of at most 64 keys or rows): every stream is written once, and handling the
+/// batch again finds every stream's version, so writes nothing.
+async fn a_batch_of_many_streams_is_looked_up_whole(db: TestDb) -> anyhow::Result<()> {
+    const CERTIFICATES: usize = 150;
+    let w = Writer {
+        log: db.log.clone(),
+    };
+    let now = Utc::now();
+    let ids: Vec<String> = (0..CERTIFICATES).map(|i| format!("cert-{i:03}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        w.issued(&CertPlan {
+            id,
+            tenant: TENANT,
+            domains: &["many.example.com"],
+            auto_renew: true,
+            validity_days: 365,
+            not_before: now - TimeDelta::days(1),
+            not_after: now + TimeDelta::days(300),
+            serial_byte: u8::try_from(i % 200 + 1)?,
+        })
+        .await?;
+    }
+    let all = db.log.read_all(0, 10_000).await?;
+    let projector = certledger_projections::Projector::new(
+        db.store.clone(),
+        db.log.clone(),
+        certledger_projections::ProjectorConfig::default(),
+    );
+    let writes = || {
+        projector
+            .stats()
+            .stream_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+
+    projector.apply_live_batch(&all).await?;
+    let once = dump_all(&db.store).await?;
+    let inventory = once
+        .iter()
+        .find(|(m, _)| *m == ReadModel::Inventory)
+        .map_or(0, |(_, rows)| rows.len());
+    assert_eq!(inventory, CERTIFICATES, "{}", db.label);
+    let written = writes();
+    // Inventory, expiry calendar, deployments and revocations read certificate streams.
+    assert_eq!(written, 4 * CERTIFICATES as u64, "{}", db.label);
+
+    projector.apply_live_batch(&all).await?;
+    assert_eq!(writes(), written, "{}: a stream written twice", db.label);
+    assert_same_rows("after the batch twice", &once, &dump_all(&db.store).await?)?;
     Ok(())
 }
 
