@@ -47,13 +47,11 @@ const DATE_REVOCATIONS: &str = "UPDATE revocations SET crl_published_at = $1 \
      AND (crl_published_at IS NULL OR crl_published_at > $1)";
 
 /// A statement over many rows: `head`, then `row` once per row, joined by `, `, then
-/// `tail`. `row`'s parameters `$1…$width` are renumbered for each row, after the `fixed`
-/// parameters of `head`.
+/// `tail`. `row`'s parameters `$1…$width` are renumbered for each row.
 struct Many {
     /// Names the statement in the cache of generated SQL and in errors.
     name: &'static str,
     head: &'static str,
-    fixed: usize,
     row: &'static str,
     width: usize,
     tail: &'static str,
@@ -66,7 +64,6 @@ const UPSERT_INVENTORY: Many = Many {
      last_failure_reason, last_failure_code, last_failure_at, next_retry_at, predecessor_id, successor_id, renewal_state, \
      validation_failures, issuance_failures, deployment_failures, renewal_failures, stream_version, updated_position, updated_at) \
      VALUES ",
-    fixed: 0,
     row: "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
     width: 30,
     tail: " ON CONFLICT (certificate_id) DO UPDATE SET tenant = excluded.tenant, status = excluded.status, domains = excluded.domains, \
@@ -85,7 +82,6 @@ const UPSERT_EXPIRY: Many = Many {
     name: "write expiry_calendar",
     head: "INSERT INTO expiry_calendar (certificate_id, tenant, status, not_before, not_after, renewal_opens_at, auto_renew, successor_id, updated_position) \
      VALUES ",
-    fixed: 0,
     row: "($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     width: 9,
     tail: " ON CONFLICT (certificate_id) DO UPDATE SET tenant = excluded.tenant, status = excluded.status, not_before = excluded.not_before, \
@@ -98,7 +94,6 @@ const INSERT_DEPLOYMENTS: Many = Many {
     head: "INSERT INTO deployments (certificate_id, target_id, tenant, deployment_id, state, state_since, replaces_certificate_id, replaced_by, \
      failure_step, failure_code, failure_reason, observed_fingerprint, updated_position) \
      VALUES ",
-    fixed: 0,
     row: "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     width: 13,
     tail: "",
@@ -107,7 +102,6 @@ const INSERT_DEPLOYMENTS: Many = Many {
 const UPSERT_TARGETS: Many = Many {
     name: "write targets",
     head: "INSERT INTO targets (target_id, tenant, name, kind, status, removal_reason, registered_at, updated_position) VALUES ",
-    fixed: 0,
     row: "($1, $2, $3, $4, $5, $6, $7, $8)",
     width: 8,
     tail: " ON CONFLICT (target_id) DO UPDATE SET tenant = excluded.tenant, name = excluded.name, kind = excluded.kind, \
@@ -121,7 +115,6 @@ const UPSERT_REVOCATIONS: Many = Many {
     name: "write revocations",
     head: "INSERT INTO revocations (certificate_id, tenant, serial, reason, requested_by, requested_at, revoked_at, crl_published_at, \
      issuer, revoked_position, updated_position) VALUES ",
-    fixed: 0,
     row: "($1, $2, $3, $4, $5, $6, $7, \
      (SELECT MIN(this_update) FROM crl_publications WHERE issuer = $8 AND revocations_through >= $9), $8, $9, $10)",
     width: 10,
@@ -146,7 +139,6 @@ macro_rules! keys {
             sqlite: Many {
                 name: $name,
                 head: concat!($prefix, " IN ("),
-                fixed: 0,
                 row: "$1",
                 width: 1,
                 tail: ")",
@@ -222,7 +214,6 @@ const SET_STREAM_VERSIONS: Many = Many {
     name: "save stream versions",
     head: "INSERT INTO projection_stream_versions \
      (stream_id, inventory, expiry_calendar, deployments, revocations) VALUES ",
-    fixed: 0,
     row: "($1, $2, $3, $4, $5)",
     width: 5,
     tail: " ON CONFLICT (stream_id) DO UPDATE SET \
@@ -236,7 +227,6 @@ const SET_STREAM_VERSIONS: Many = Many {
 const SET_CHECKPOINTS: Many = Many {
     name: "save checkpoints",
     head: "INSERT INTO projection_checkpoints (model, position, rebuilding, updated_at) VALUES ",
-    fixed: 0,
     row: "($1, $2, $3, $4)",
     width: 4,
     tail: " ON CONFLICT (model) DO UPDATE SET position = excluded.position, \
@@ -254,10 +244,9 @@ const MAX_ROWS: usize = 64;
 /// took five times as long as in statements of 64.
 const MAX_KEYS: usize = 64;
 
-/// The most rows of `m` per statement: a power of two.
+/// The most rows of `m` per statement.
 fn max_rows(m: &Many) -> usize {
-    let n = ((MAX_PARAMETERS - m.fixed) / m.width).clamp(1, MAX_ROWS);
-    1 << n.ilog2()
+    (MAX_PARAMETERS / m.width).clamp(1, MAX_ROWS)
 }
 
 /// How `total` rows are split into statements: as many full ones (`max` rows) as fit, then
@@ -306,7 +295,7 @@ fn many_sql(m: &Many, rows: usize) -> String {
         if r > 0 {
             sql.push_str(", ");
         }
-        let base = m.fixed + r * m.width;
+        let base = r * m.width;
         rewrite_parameters(m.row, &mut sql, |k, out| {
             let _ = write!(out, "${}", base + k);
         });
